@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="flows:list", permanent=False)),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("flows/", include("flows.urls")),
+    path("", include("workspace.urls")),
+]
+
+admin.site.site_header = "Flowdeploy admin"
+admin.site.site_title = "Flowdeploy admin"

@@ -1,0 +1,282 @@
+import csv
+import io
+import json
+import uuid
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.html import escape
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from flows import importing, services
+from flows.dag import render_dag_svg
+from flows.forms import BulkRunForm, FlowInputsForm, FolderImportForm, SampleImportForm, ZipImportForm
+from flows.models import BulkRun, Flow, FlowSource, FlowVersion, TestRun
+from workspace.connections import connection_type_names
+
+IMPORT_SOURCES = ("upload", "sample", "folder")
+
+
+def _version(name: str, version: int | None = None) -> FlowVersion:
+    flow = get_object_or_404(Flow, name=name)
+    versions = flow.versions.select_related("flow")
+    if version is None:
+        found = versions.order_by("-version").first()
+        if found is None:
+            raise Flow.DoesNotExist
+        return found
+    return get_object_or_404(versions, version=version)
+
+
+def _htmx_template(request, template: str, partial: str) -> str:
+    return f"{template}#{partial}" if request.htmx and not request.htmx.boosted else template
+
+
+@login_required
+@require_GET
+def flow_list(request):
+    flows = Flow.objects.prefetch_related("versions").order_by("name")
+    rows = []
+    for flow in flows:
+        versions = sorted(flow.versions.all(), key=lambda v: v.version)
+        if versions:
+            rows.append({"flow": flow, "latest": versions[-1], "count": len(versions)})
+    return render(request, "flows/list.html", {"rows": rows})
+
+
+@login_required
+@permission_required("flows.add_flow", raise_exception=True)
+@require_http_methods(["GET", "POST"])
+def flow_import(request):
+    source = request.GET.get("source") or request.POST.get("source") or "upload"
+    if source not in IMPORT_SOURCES:
+        source = "upload"
+    if source == "folder" and not request.user.is_superuser:
+        raise PermissionDenied("Only an administrator may import a folder on the server.")
+    form_class = {"upload": ZipImportForm, "sample": SampleImportForm, "folder": FolderImportForm}[source]
+    form = form_class(request.POST or None, request.FILES or None)
+    error = None
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            version = _import(source, form.cleaned_data, request.user)
+        except importing.FlowImportError as exc:
+            error, status = exc, 400
+        else:
+            messages.success(request, f"Imported {version.flow.name}, version {version.version}.")
+            return redirect(version.get_absolute_url())
+    elif request.method == "POST":
+        status = 400
+    context = {"form": form, "source": source, "error": error}
+    return render(request, "flows/import.html", context, status=status)
+
+
+def _import(source: str, data: dict, user) -> FlowVersion:
+    if source == "upload":
+        upload = data["file"]
+        if upload.size > importing.settings.FLOWDEPLOY_MAX_UPLOAD_BYTES:
+            raise importing.FlowImportError("The zip file is too large.", code="TooLarge")
+        name = data.get("name") or importing.default_name(upload.name)
+        return importing.import_zip(upload, name, user, source_detail=upload.name)
+    if source == "sample":
+        folder = importing.settings.FLOWDEPLOY_SAMPLES_DIR / data["sample"]
+        name = data.get("name") or data["sample"]
+        return importing.import_folder(folder, name, user, FlowSource.SAMPLE, f"sample {data['sample']}")
+    folder = Path(data["path"]).expanduser()
+    if not folder.is_absolute():
+        raise importing.FlowImportError("Give an absolute path to the folder.", code="NotFound")
+    name = data.get("name") or importing.default_name(folder.name)
+    return importing.import_folder(folder, name, user, FlowSource.FOLDER, str(folder))
+
+
+@login_required
+@require_GET
+def flow_detail(request, name: str, version: int | None = None):
+    try:
+        flow_version = _version(name, version)
+    except Flow.DoesNotExist:
+        messages.error(request, f"Flow {name} has no versions.")
+        return redirect("flows:list")
+    existing = connection_type_names()
+    connections = [
+        {**entry, "exists": entry["name"] in existing, "actual_type": existing.get(entry["name"], "")}
+        for entry in flow_version.connections
+    ]
+    context = {
+        "version": flow_version,
+        "flow": flow_version.flow,
+        "versions": flow_version.flow.versions.order_by("-version"),
+        "connections": connections,
+        "dag_svg": render_dag_svg(flow_version.description()),
+        "bulk_runs": BulkRun.objects.filter(flow_version__flow=flow_version.flow).select_related("flow_version")[:10],
+    }
+    return render(request, "flows/detail.html", context)
+
+
+@login_required
+@require_GET
+def flow_dag(request, name: str, version: int):
+    flow_version = _version(name, version)
+    return HttpResponse(render_dag_svg(flow_version.description()), content_type="image/svg+xml")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def flow_test(request, name: str, version: int):
+    flow_version = _version(name, version)
+    if flow_version.is_chat:
+        return _chat(request, flow_version)
+    form = FlowInputsForm(flow_version, request.POST or None)
+    run = None
+    status = 200
+    if request.method == "POST":
+        if not request.user.has_perm("flows.add_testrun"):
+            raise PermissionDenied
+        if form.is_valid():
+            try:
+                run = services.start_test_run(flow_version, form.cleaned_data, request.user)
+            except ValidationError as exc:
+                _add_errors(form, exc)
+                status = 400
+            else:
+                if not request.htmx:
+                    return redirect(run.get_absolute_url())
+        else:
+            status = 400
+    template = "flows/test.html"
+    if request.htmx and request.method == "POST":
+        template += "#run" if run else "#form"
+    return render(request, template, {"version": flow_version, "form": form, "run": run}, status=status)
+
+
+def _add_errors(form, exc: ValidationError) -> None:
+    for field, errors in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+def _chat(request, flow_version: FlowVersion):
+    chat_input = flow_version.chat_input
+    session = _chat_session(request.POST.get("chat_session") or request.GET.get("chat_session"))
+    form = FlowInputsForm(flow_version, request.POST or None, exclude=(chat_input,))
+    context = {"version": flow_version, "form": form, "chat_session": session, "turns": [], "error": None}
+    if request.method == "POST":
+        if not request.user.has_perm("flows.add_testrun"):
+            raise PermissionDenied
+        question = request.POST.get(chat_input, "")
+        if not question.strip():
+            context["error"] = f"Type a message for '{chat_input}'."
+        elif form.is_valid():
+            try:
+                run = services.start_test_run(
+                    flow_version, {**form.cleaned_data, chat_input: question}, request.user, session
+                )
+            except ValidationError as exc:
+                context["error"] = " ".join(f"{m}" for msgs in exc.message_dict.values() for m in msgs)
+            else:
+                if request.htmx:
+                    return render(request, "flows/_chat_turn.html", {"run": run, "version": flow_version})
+                return redirect(f"{request.path}?chat_session={session}")
+        else:
+            context["error"] = "Check the inputs panel: " + "; ".join(
+                f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()
+            )
+        if request.htmx:
+            return HttpResponse(f'<div class="bubble error">{escape(context["error"])}</div>', status=400)
+    context["turns"] = TestRun.objects.filter(flow_version=flow_version, chat_session=session).order_by("created_at")
+    return render(request, "flows/chat.html", context)
+
+
+def _chat_session(value: str | None) -> uuid.UUID:
+    try:
+        return uuid.UUID(value) if value else uuid.uuid4()
+    except ValueError:
+        return uuid.uuid4()
+
+
+@login_required
+@require_GET
+def test_run(request, run_id):
+    run = get_object_or_404(TestRun.objects.select_related("flow_version__flow"), pk=run_id)
+    if run.chat_session and request.htmx:
+        return render(request, "flows/_chat_turn.html", {"run": run, "version": run.flow_version})
+    template = _htmx_template(request, "flows/test_run.html", "run")
+    response = render(request, template, {"run": run, "version": run.flow_version})
+    return response
+
+
+@login_required
+@require_POST
+def bulk_run_create(request, name: str, version: int):
+    if not request.user.has_perm("flows.add_bulkrun"):
+        raise PermissionDenied
+    flow_version = _version(name, version)
+    form = BulkRunForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            if form.cleaned_data.get("data"):
+                upload = form.cleaned_data["data"]
+                run = services.start_bulk_run(flow_version, services.stored_upload(upload), upload.name, request.user)
+            else:
+                run = services.start_bulk_run_from_flow_data(flow_version, request.user)
+        except ValidationError as exc:
+            _add_errors(form, exc)
+        else:
+            return redirect(run.get_absolute_url())
+    return render(request, "flows/bulk_new.html", {"version": flow_version, "form": form}, status=400)
+
+
+@login_required
+@require_GET
+def bulk_run_new(request, name: str, version: int):
+    flow_version = _version(name, version)
+    form = BulkRunForm(initial={"use_flow_data": flow_version.has_data_file()})
+    return render(request, "flows/bulk_new.html", {"version": flow_version, "form": form})
+
+
+@login_required
+@require_GET
+def bulk_run(request, pk: int):
+    run = get_object_or_404(BulkRun.objects.select_related("flow_version__flow"), pk=pk)
+    template = _htmx_template(request, "flows/bulk_run.html", "progress")
+    output_names = list(run.flow_version.outputs)
+    input_names = list(run.flow_version.inputs)
+    context = {"run": run, "lines": run.lines.all(), "output_names": output_names, "input_names": input_names}
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def bulk_run_download(request, pk: int):
+    run = get_object_or_404(BulkRun, pk=pk)
+    rows = services.bulk_results(run)
+    if request.GET.get("format") == "csv":
+        buffer = io.StringIO()
+        inputs = list(run.flow_version.inputs)
+        outputs = list(run.flow_version.outputs)
+        writer = csv.writer(buffer)
+        writer.writerow(["line_number", "status", *[f"inputs.{n}" for n in inputs], *outputs, "error"])
+        for row in rows:
+            writer.writerow(
+                [
+                    row["line_number"],
+                    row["status"],
+                    *[_cell(row["inputs"].get(n)) for n in inputs],
+                    *[_cell(row["outputs"].get(n)) for n in outputs],
+                    row["error"] or "",
+                ]
+            )
+        response = HttpResponse(buffer.getvalue(), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="bulk-run-{run.pk}.csv"'
+        return response
+    body = "".join(json.dumps(row) + "\n" for row in rows)
+    response = HttpResponse(body, content_type="application/jsonl")
+    response["Content-Disposition"] = f'attachment; filename="bulk-run-{run.pk}.jsonl"'
+    return response
+
+
+def _cell(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,0 +1,248 @@
+"""Build and find the virtualenvs that flows run in.
+
+The base runtime is a virtualenv built from `runtime/requirements.txt`, named by a hash of that
+file and of the Python version, so a change of pins builds a new one and an old one is never
+modified in place. A flow with its own `requirements.txt` gets a layer on top: a small
+virtualenv whose `.pth` file puts the base runtime's site-packages on its path, holding only
+what the flow adds. Layers are named by a hash of the base and of the requirements text, so
+flows with the same requirements share one.
+
+Builds happen in a temporary folder renamed into place when complete, under a file lock, so
+two workers never build the same environment twice and a crash never leaves half an
+environment behind. This module imports nothing from Django: callers pass the folders.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_DIR = Path(__file__).resolve().parent
+BASE_REQUIREMENTS = RUNTIME_DIR / "requirements.txt"
+RUNNER = RUNTIME_DIR / "runner.py"
+PF_CONFIG = "telemetry:\n  enabled: 'false'\n"
+
+
+class EnvironmentBuildError(Exception):
+    """pip or venv failed; the message is what a user needs to fix it."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    path: Path
+    pf_home: Path
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """A clean environment for a flow process: none of the studio's own secrets or settings."""
+        env = {
+            "PATH": f"{self.path / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": os.environ.get("HOME", str(self.path)),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "VIRTUAL_ENV": str(self.path),
+            "PF_HOME_DIRECTORY": str(self.pf_home),
+            "PF_DISABLE_TRACING": "true",
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+        env.update(extra or {})
+        return env
+
+
+def _digest(*parts: str) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part.encode())
+        hasher.update(b"\0")
+    return hasher.hexdigest()[:16]
+
+
+def normalise_requirements(text: str) -> str:
+    """Requirements without comments, blank lines or ordering, so equivalent files share a layer."""
+    lines = set()
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            lines.add(line)
+    return "\n".join(sorted(lines))
+
+
+def base_key() -> str:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return f"py{version}-{_digest(version, BASE_REQUIREMENTS.read_text())}"
+
+
+def base_packages() -> set[str]:
+    """The distribution names pinned in the base runtime, lower-cased."""
+    names = set()
+    for line in normalise_requirements(BASE_REQUIREMENTS.read_text()).splitlines():
+        names.add(_requirement_name(line))
+    return names
+
+
+def _requirement_name(line: str) -> str:
+    for separator in ("==", ">=", "<=", "~=", "!=", ">", "<", "[", ";", " "):
+        line = line.split(separator, 1)[0]
+    return line.strip().lower().replace("_", "-")
+
+
+def needs_layer(requirements: str) -> bool:
+    """True when a flow asks for something the base runtime does not already give it."""
+    base_lines = set(normalise_requirements(BASE_REQUIREMENTS.read_text()).splitlines())
+    pinned = base_packages()
+    for line in normalise_requirements(requirements).splitlines():
+        unversioned = _requirement_name(line) == line.strip().lower().replace("_", "-")
+        if line in base_lines or (unversioned and _requirement_name(line) in pinned):
+            continue
+        return True
+    return False
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(command: list[str], timeout: int, log: Path, env: dict | None = None) -> None:
+    with log.open("a") as handle:
+        handle.write("$ " + " ".join(command) + "\n")
+        handle.flush()
+        try:
+            completed = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, env=env, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise EnvironmentBuildError(f"{command[0]} did not finish within {timeout} seconds.") from None
+    if completed.returncode != 0:
+        raise EnvironmentBuildError(_pip_failure(log))
+
+
+def _pip_failure(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [line for line in lines if line.startswith("ERROR") or "No matching distribution" in line]
+    picked = errors or lines[-12:]
+    return "pip could not install the requirements:\n" + "\n".join(picked[-12:])
+
+
+def _pf_home(root: Path) -> Path:
+    home = root / "pf-home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "pf.yaml"
+    if not config.exists():
+        # Before the devkit's first call, or it sends telemetry to the internet.
+        config.write_text(PF_CONFIG)
+    return home
+
+
+def _pip_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"})
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def ensure_base(root: Path, timeout: int = 1800) -> Environment:
+    """The base runtime, built on first use."""
+    target = root / f"base-{base_key()}"
+    pf_home = _pf_home(root)
+    if (target / ".complete").exists():
+        return Environment(target, pf_home)
+    with _locked(root / f".{target.name}.lock"):
+        if (target / ".complete").exists():
+            return Environment(target, pf_home)
+        building = root / f"{target.name}.building"
+        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        log = root / f"{target.name}.log"
+        log.write_text("")
+        logger.info("Building the base flow runtime in %s (log: %s)", target, log)
+        _run([sys.executable, "-m", "venv", str(building)], timeout, log)
+        pip = [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input"]
+        _run([*pip, "--upgrade", "pip"], timeout, log, env=_pip_env())
+        _run([*pip, "-r", str(BASE_REQUIREMENTS)], timeout, log, env=_pip_env())
+        _make_relocatable(building, target)
+        building.rename(target)
+        (target / ".complete").write_text(base_key())
+    return Environment(target, pf_home)
+
+
+def _make_relocatable(building: Path, target: Path) -> None:
+    """venv writes its own path into activate scripts and shebangs; point them at the final folder."""
+    for script in (building / "bin").iterdir():
+        if script.is_file() and not script.is_symlink():
+            try:
+                text = script.read_text()
+            except UnicodeDecodeError:
+                continue
+            if str(building) in text:
+                script.write_text(text.replace(str(building), str(target)))
+
+
+def _site_packages(env_path: Path) -> Path:
+    relative = Path(sysconfig.get_path("purelib")).relative_to(sysconfig.get_path("data"))
+    return env_path / relative
+
+
+def ensure_flow_environment(root: Path, requirements: str, timeout: int = 1800) -> Environment:
+    """The environment for a flow: the base runtime, plus a layer when it has requirements of its own."""
+    base = ensure_base(root, timeout)
+    wanted = normalise_requirements(requirements)
+    if not wanted or not needs_layer(wanted):
+        return base
+    target = root / "layers" / f"{base.path.name}-{_digest(wanted)}"
+    if (target / ".complete").exists():
+        return Environment(target, base.pf_home)
+    with _locked(root / "layers" / f".{target.name}.lock"):
+        if (target / ".complete").exists():
+            return Environment(target, base.pf_home)
+        building = target.with_name(target.name + ".building")
+        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        log = target.with_name(target.name + ".log")
+        log.write_text("")
+        logger.info("Building a flow environment layer in %s", target)
+        _run([sys.executable, "-m", "venv", "--without-pip", str(building)], timeout, log)
+        _site_packages(building).mkdir(parents=True, exist_ok=True)
+        (_site_packages(building) / "_flowdeploy_base.pth").write_text(str(_site_packages(base.path)) + "\n")
+        requirements_file = building / "requirements.txt"
+        requirements_file.write_text(wanted + "\n")
+        _run(
+            [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input", "-r", str(requirements_file)],
+            timeout,
+            log,
+            env=_pip_env(),
+        )
+        _make_relocatable(building, target)
+        building.rename(target)
+        (target / ".complete").write_text(wanted)
+    return Environment(target, base.pf_home)
+
+
+def environment_key(requirements: str) -> str:
+    """A short name for the environment a flow with these requirements gets, without building it."""
+    wanted = normalise_requirements(requirements)
+    if not wanted or not needs_layer(wanted):
+        return f"base-{base_key()}"
+    return f"base-{base_key()}-{_digest(wanted)}"

@@ -1,0 +1,102 @@
+"""`make run`: prepare the studio and run every process it needs until Ctrl-C.
+
+Redis (started only when none answers on REDIS_URL), the Celery worker and beat, and the
+studio on http://127.0.0.1:8000. Any process that dies stops the rest, with its name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config.local_services import start_redis  # noqa: E402
+
+BIN = Path(sys.executable).parent
+STUDIO_HOST = os.environ.get("FLOWDEPLOY_HOST", "127.0.0.1")
+STUDIO_PORT = os.environ.get("FLOWDEPLOY_PORT", "8000")
+
+
+def manage(*args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, check=True)
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    data_dir = Path(os.environ.get("FLOWDEPLOY_DATA_DIR", ROOT / "var"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    children: list[tuple[str, subprocess.Popen]] = []
+    try:
+        redis = start_redis(redis_url, data_dir / "redis")
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if redis:
+        children.append(("redis", redis))
+        print(f"Started Redis for {redis_url}")
+    try:
+        print("Preparing the database...")
+        manage("migrate", "--noinput", "-v", "0")
+        manage("ensure_admin")
+        manage("build_runtime")
+        print("Loading the sample flows...")
+        manage("load_samples")
+    except subprocess.CalledProcessError as exc:
+        print(f"Preparation failed: {' '.join(exc.cmd[2:])} exited with {exc.returncode}", file=sys.stderr)
+        _stop(children)
+        return 1
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    queue = os.environ.get("FLOWDEPLOY_QUEUE", "flowdeploy")
+    commands = {
+        "worker": [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "--loglevel", "INFO", "--concurrency", "2"],
+        "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO", "--schedule", str(data_dir / "celerybeat-schedule")],
+        "studio": [str(BIN / "uvicorn"), "config.asgi:application", "--host", STUDIO_HOST, "--port", STUDIO_PORT, "--log-level", "warning"],
+    }
+    for name, command in commands.items():
+        log = (logs / f"{name}.log").open("a")
+        children.append((name, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
+    print(f"\nFlowdeploy is running: open http://{STUDIO_HOST}:{STUDIO_PORT}/")
+    print(f"Logs: {logs}/{{worker,beat,studio}}.log. Press Ctrl-C to stop everything.\n")
+    stopping = False
+
+    def request_stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    exit_code = 0
+    while not stopping:
+        for name, process in children:
+            if process.poll() is not None:
+                print(f"{name} stopped with exit code {process.returncode}; stopping the rest. See {logs}/{name}.log", file=sys.stderr)
+                stopping, exit_code = True, 1
+                break
+        time.sleep(0.5)
+    print("Stopping...")
+    _stop(children)
+    return exit_code
+
+
+def _stop(children: list[tuple[str, subprocess.Popen]]) -> None:
+    for _, process in reversed(children):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for _, process in reversed(children):
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

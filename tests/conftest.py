@@ -1,0 +1,153 @@
+"""Shared fixtures: a real Redis, a real Celery worker, the real flow runtime and a local LLM server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import llm_server
+from config.local_services import start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_FLOWS = Path(__file__).resolve().parent / "fixtures" / "flows"
+LLM_KEY = "sk-local-test-key-7f3a9c"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.2, message: str = "") -> object:
+    """Poll until predicate returns something truthy; fail the test with `message` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(message or f"condition not met within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def fixture_flows() -> Path:
+    return FIXTURE_FLOWS
+
+
+@pytest.fixture
+def isolated_flow_dirs(settings, tmp_path) -> Path:
+    """Flow snapshots and runs in this test's own folder, to see exactly what an import leaves behind."""
+    settings.FLOWDEPLOY_FLOWS_DIR = tmp_path / "flows"
+    settings.FLOWDEPLOY_RUNS_DIR = tmp_path / "runs"
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    from django.conf import settings
+
+    process = start_redis(settings.REDIS_URL, ROOT / "var" / "test" / "redis")
+    yield settings.REDIS_URL
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def flow_runtime():
+    """The base flow runtime, built once per machine (minutes the first time, cached after)."""
+    from django.conf import settings
+
+    from runtime.environments import ensure_base
+
+    return ensure_base(Path(settings.FLOWDEPLOY_RUNTIME_DIR), timeout=settings.FLOWDEPLOY_ENV_BUILD_TIMEOUT)
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, redis_url, flow_runtime, tmp_path_factory) -> Iterator[None]:
+    """A real Celery worker process on the test database and the test session's own queue."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": redis_url,
+        "FLOWDEPLOY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+    }
+    log = (tmp_path_factory.mktemp("worker") / "worker.log").open("w+")
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE]
+    command += ["--concurrency", "2", "--loglevel", "INFO", "--hostname", f"test-{os.getpid()}@%h"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"the Celery worker exited:\n{log.read()[-3000:]}")
+        return bool(app.control.ping(destination=[f"test-{os.getpid()}@{os.uname().nodename}"], timeout=0.5))
+
+    wait_for(answers, timeout=60, message="the Celery worker did not answer a ping within 60 s")
+    yield
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[str]:
+    server = llm_server.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+@pytest.fixture
+def import_flow(db, flow_runtime) -> Callable:
+    """Import one of tests/fixtures/flows through the real importer (promptflow validates it)."""
+    from flows.importing import import_folder
+
+    def importer(name: str, as_name: str | None = None, user=None):
+        return import_folder(FIXTURE_FLOWS / name, as_name or name, user)
+
+    return importer
+
+
+@pytest.fixture
+def open_ai_connection(db, local_llm):
+    """The OpenAI connection chat-basic uses, pointed at the local OpenAI-compatible server."""
+    from workspace.connections import ConnectionSpec, save_connection
+
+    spec = ConnectionSpec(
+        name="open_ai_connection", type="open_ai", configs={"base_url": local_llm}, secrets={"api_key": LLM_KEY}
+    )
+    return save_connection(spec)
+
+
+@pytest.fixture
+def copy_flow(tmp_path) -> Callable[[str], Path]:
+    def copier(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(FIXTURE_FLOWS / name, target)
+        for path in [target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        return target
+
+    return copier

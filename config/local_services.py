@@ -56,7 +56,19 @@ def start_redis(url: str, workdir: Path) -> subprocess.Popen | None:
     workdir.mkdir(parents=True, exist_ok=True)
     port = str(parsed.port or 6379)
     process = subprocess.Popen(
-        [program, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        [
+            program,
+            "--port",
+            port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=(workdir / "redis.log").open("a"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

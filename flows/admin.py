@@ -56,7 +56,15 @@ class BulkRunLineInline(admin.TabularInline):
 
 @admin.register(BulkRun)
 class BulkRunAdmin(admin.ModelAdmin):
-    list_display = ("name", "status", "total_lines", "completed_lines", "failed_lines", "created_by", "created_at")
+    list_display = (
+        "name",
+        "status",
+        "total_lines",
+        "completed_lines",
+        "failed_lines",
+        "created_by",
+        "created_at",
+    )
     list_filter = ("status", "created_at")
     search_fields = ("name", "flow_version__flow__name")
     readonly_fields = [f.name for f in BulkRun._meta.fields]

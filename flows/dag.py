@@ -81,9 +81,7 @@ def render_dag_svg(flow: dict) -> str:
     nodes = _nodes(flow.get("nodes"))
     known = {node["name"] for node in nodes}
 
-    deps = {
-        node["name"]: [d for d in node["depends_on"] if d in known and d != node["name"]] for node in nodes
-    }
+    deps = {node["name"]: [d for d in node["depends_on"] if d in known and d != node["name"]] for node in nodes}
     layer_of = _assign_layers([node["name"] for node in nodes], deps)
     layer_count = max(layer_of.values(), default=0)
 
@@ -167,9 +165,7 @@ def render_dag_svg(flow: dict) -> str:
     ]
     by_name = {node["name"]: node for node in nodes}
     for layer in range(1, layer_count + 1):
-        parts.extend(
-            _node_box(by_name[name], boxes[name], layer) for name in rows[layer] if isinstance(name, str)
-        )
+        parts.extend(_node_box(by_name[name], boxes[name], layer) for name in rows[layer] if isinstance(name, str))
     parts.append(_io_box("outputs", output_names, outputs, boxes[OUTPUTS], layer=layer_count + 1))
     parts.append("</svg>")
     return "".join(parts)
@@ -329,13 +325,9 @@ def _edge_paths(
     end_x: dict[int, float] = {}
     for name, box in boxes.items():
         # Spread the edges leaving (entering) a box in the order of where they go next (come from).
-        outgoing = sorted(
-            (i for i, c in enumerate(chains) if c[0] == name), key=lambda i: centres[chains[i][1]]
-        )
+        outgoing = sorted((i for i, c in enumerate(chains) if c[0] == name), key=lambda i: centres[chains[i][1]])
         start_x.update(zip(outgoing, _ports(box, len(outgoing)), strict=True))
-        incoming = sorted(
-            (i for i, c in enumerate(chains) if c[-1] == name), key=lambda i: centres[chains[i][-2]]
-        )
+        incoming = sorted((i for i, c in enumerate(chains) if c[-1] == name), key=lambda i: centres[chains[i][-2]])
         end_x.update(zip(incoming, _ports(box, len(incoming)), strict=True))
 
     paths = []
@@ -406,17 +398,14 @@ def _io_box(kind: str, names: list[str], specs, box: tuple, layer: int) -> str:
     line_y = IO_HEADER_H + 10
     for name in shown:
         parts.append(
-            f'<text x="12" y="{line_y}" font-size="12" fill="{TEXT_COLOUR}">'
-            f"{_text(_truncate(name, IO_CHARS))}</text>"
+            f'<text x="12" y="{line_y}" font-size="12" fill="{TEXT_COLOUR}">{_text(_truncate(name, IO_CHARS))}</text>'
         )
         line_y += IO_LINE_H
     if len(names) > IO_MAX_LINES:
         more = f"+ {len(names) - IO_MAX_LINES} more"
         parts.append(f'<text x="12" y="{line_y}" font-size="12" fill="{MUTED_COLOUR}">{more}</text>')
     elif not names:
-        parts.append(
-            f'<text x="12" y="{line_y}" font-size="12" font-style="italic" fill="{MUTED_COLOUR}">none</text>'
-        )
+        parts.append(f'<text x="12" y="{line_y}" font-size="12" font-style="italic" fill="{MUTED_COLOUR}">none</text>')
     parts.append("</g>")
     return "".join(parts)
 

@@ -17,7 +17,14 @@ from runtime.environments import RUNNER, Environment, EnvironmentBuildError, ens
 RESULT_PREFIX = "@@flowdeploy "
 IGNORED_IN_SNAPSHOT = {"__pycache__", ".promptflow", ".runs", ".git", ".venv", "node_modules"}
 
-__all__ = ["EnvironmentBuildError", "RunnerError", "flow_environment", "validate_flow", "run_line", "run_bulk"]
+__all__ = [
+    "EnvironmentBuildError",
+    "RunnerError",
+    "flow_environment",
+    "run_bulk",
+    "run_line",
+    "validate_flow",
+]
 
 
 class RunnerError(Exception):

@@ -15,7 +15,9 @@ class ZipImportForm(forms.Form):
 
 class SampleImportForm(forms.Form):
     sample = forms.ChoiceField(label="Sample flow")
-    name = forms.CharField(label="Flow name", required=False, max_length=64, help_text="Leave blank to use the sample's name.")
+    name = forms.CharField(
+        label="Flow name", required=False, max_length=64, help_text="Leave blank to use the sample's name."
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

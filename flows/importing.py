@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 import yaml
+
 from django.conf import settings
 from django.db import transaction
 
@@ -111,7 +112,11 @@ def copy_folder(source: Path, target: Path) -> None:
     if not source.is_dir():
         raise FlowImportError(f"No folder at {source}.", code="NotFound")
     shutil.copytree(
-        source, target, dirs_exist_ok=True, symlinks=False, ignore=shutil.ignore_patterns(*IGNORED_IN_SNAPSHOT)
+        source,
+        target,
+        dirs_exist_ok=True,
+        symlinks=False,
+        ignore=shutil.ignore_patterns(*IGNORED_IN_SNAPSHOT),
     )
 
 

@@ -138,8 +138,10 @@ class RunBase(models.Model):
         claimable = models.Q(status=RunStatus.QUEUED) | models.Q(
             status=RunStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER
         )
-        claimed = type(self).objects.filter(claimable, pk=self.pk).update(
-            status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
+        claimed = (
+            type(self)
+            .objects.filter(claimable, pk=self.pk)
+            .update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now)
         )
         if claimed:
             self.refresh_from_db()

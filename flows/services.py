@@ -13,7 +13,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 
-from flows.execution import EnvironmentBuildError, RunnerError, flow_environment, run_bulk, run_line, scratch_copy
+from flows.execution import (
+    EnvironmentBuildError,
+    RunnerError,
+    flow_environment,
+    run_bulk,
+    run_line,
+    scratch_copy,
+)
 from flows.models import BulkRun, BulkRunLine, FlowVersion, RunStatus, TestRun
 from workspace import notifications
 from workspace.connections import promptflow_connections
@@ -92,9 +99,7 @@ def chat_history(flow_version: FlowVersion, chat_session: uuid.UUID) -> list[dic
     return history
 
 
-def start_test_run(
-    flow_version: FlowVersion, values: dict, user, chat_session: uuid.UUID | None = None
-) -> TestRun:
+def start_test_run(flow_version: FlowVersion, values: dict, user, chat_session: uuid.UUID | None = None) -> TestRun:
     """Check the inputs, create the run, and queue it once the row is committed."""
     if chat_session and flow_version.chat_history:
         values = {**values, flow_version.chat_history: chat_history(flow_version, chat_session)}

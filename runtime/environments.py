@@ -125,6 +125,15 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def _run(command: list[str], timeout: int, log: Path, env: dict | None = None) -> None:
     with log.open("a") as handle:
         handle.write("$ " + " ".join(command) + "\n")
@@ -178,11 +187,12 @@ def ensure_base(root: Path, timeout: int = 1800) -> Environment:
         log = root / f"{target.name}.log"
         log.write_text("")
         logger.info("Building the base flow runtime in %s (log: %s)", target, log)
-        _run([sys.executable, "-m", "venv", str(building)], timeout, log)
-        pip = [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input"]
-        _run([*pip, "--upgrade", "pip"], timeout, log, env=_pip_env())
-        _run([*pip, "-r", str(BASE_REQUIREMENTS)], timeout, log, env=_pip_env())
-        _make_relocatable(building, target)
+        with _removed_on_failure(building):
+            _run([sys.executable, "-m", "venv", str(building)], timeout, log)
+            pip = [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input"]
+            _run([*pip, "--upgrade", "pip"], timeout, log, env=_pip_env())
+            _run([*pip, "-r", str(BASE_REQUIREMENTS)], timeout, log, env=_pip_env())
+            _make_relocatable(building, target)
         building.rename(target)
         (target / ".complete").write_text(base_key())
     return Environment(target, pf_home)
@@ -223,18 +233,16 @@ def ensure_flow_environment(root: Path, requirements: str, timeout: int = 1800) 
         log = target.with_name(target.name + ".log")
         log.write_text("")
         logger.info("Building a flow environment layer in %s", target)
-        _run([sys.executable, "-m", "venv", "--without-pip", str(building)], timeout, log)
-        _site_packages(building).mkdir(parents=True, exist_ok=True)
-        (_site_packages(building) / "_flowdeploy_base.pth").write_text(str(_site_packages(base.path)) + "\n")
-        requirements_file = building / "requirements.txt"
-        requirements_file.write_text(wanted + "\n")
-        _run(
-            [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input", "-r", str(requirements_file)],
-            timeout,
-            log,
-            env=_pip_env(),
-        )
-        _make_relocatable(building, target)
+        with _removed_on_failure(building):
+            _run([sys.executable, "-m", "venv", "--without-pip", str(building)], timeout, log)
+            site_packages = _site_packages(building)
+            site_packages.mkdir(parents=True, exist_ok=True)
+            (site_packages / "_flowdeploy_base.pth").write_text(str(_site_packages(base.path)) + "\n")
+            requirements_file = building / "requirements.txt"
+            requirements_file.write_text(wanted + "\n")
+            install = [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input"]
+            _run([*install, "-r", str(requirements_file)], timeout, log, env=_pip_env())
+            _make_relocatable(building, target)
         building.rename(target)
         (target / ".complete").write_text(wanted)
     return Environment(target, base.pf_home)

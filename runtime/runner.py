@@ -186,9 +186,7 @@ def describe_flow(flow_dir: Path, flow, raw: dict, tool_definitions: dict) -> di
     raw_nodes = {node.get("name"): node for node in raw.get("nodes") or [] if isinstance(node, dict)}
     for node in flow.nodes:
         references = sorted(_node_references(node))
-        flow_inputs = sorted(
-            {a.value for a in node.inputs.values() if a.value_type.value == "FlowInput" and a.value}
-        )
+        flow_inputs = sorted({a.value for a in node.inputs.values() if a.value_type.value == "FlowInput" and a.value})
         raw_node = raw_nodes.get(node.name, {})
         source = raw_node.get("source") or {}
         nodes.append(
@@ -207,7 +205,8 @@ def describe_flow(flow_dir: Path, flow, raw: dict, tool_definitions: dict) -> di
     chat_input = next((n for n, d in inputs.items() if d["is_chat_input"]), None)
     chat_output = next((n for n, d in outputs.items() if d["is_chat_output"]), None)
     chat_history = next(
-        (n for n, d in inputs.items() if d["is_chat_history"]), "chat_history" if "chat_history" in inputs else None
+        (n for n, d in inputs.items() if d["is_chat_history"]),
+        "chat_history" if "chat_history" in inputs else None,
     )
     environment = raw.get("environment") or {}
     requirements_file = environment.get("python_requirements_txt") or "requirements.txt"
@@ -432,8 +431,16 @@ def bulk(flow_dir: Path, connections: dict, data_file: Path) -> None:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                emit({"event": "line", "index": index, "status": "Failed", "inputs": {}, "outputs": {},
-                      "error": {"code": "InvalidJson", "message": f"line {index + 1}: {exc}"}})
+                emit(
+                    {
+                        "event": "line",
+                        "index": index,
+                        "status": "Failed",
+                        "inputs": {},
+                        "outputs": {},
+                        "error": {"code": "InvalidJson", "message": f"line {index + 1}: {exc}"},
+                    }
+                )
                 continue
             inputs = {}
             for name, definition in runner.executor._flow.inputs.items():

@@ -44,6 +44,7 @@ def main() -> int:
     try:
         print("Preparing the database...")
         manage("migrate", "--noinput", "-v", "0")
+        manage("collectstatic", "--noinput", "-v", "0")
         manage("ensure_admin")
         manage("build_runtime")
         print("Loading the sample flows...")
@@ -56,13 +57,47 @@ def main() -> int:
     logs.mkdir(exist_ok=True)
     queue = os.environ.get("FLOWDEPLOY_QUEUE", "flowdeploy")
     commands = {
-        "worker": [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "--loglevel", "INFO", "--concurrency", "2"],
-        "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO", "--schedule", str(data_dir / "celerybeat-schedule")],
-        "studio": [str(BIN / "uvicorn"), "config.asgi:application", "--host", STUDIO_HOST, "--port", STUDIO_PORT, "--log-level", "warning"],
+        "worker": [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queue,
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+        ],
+        "beat": [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(data_dir / "celerybeat-schedule"),
+        ],
+        "studio": [
+            str(BIN / "uvicorn"),
+            "config.asgi:application",
+            "--host",
+            STUDIO_HOST,
+            "--port",
+            STUDIO_PORT,
+            "--log-level",
+            "warning",
+        ],
     }
     for name, command in commands.items():
         log = (logs / f"{name}.log").open("a")
-        children.append((name, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
+        children.append(
+            (
+                name,
+                subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
+            )
+        )
     print(f"\nFlowdeploy is running: open http://{STUDIO_HOST}:{STUDIO_PORT}/")
     print(f"Logs: {logs}/{{worker,beat,studio}}.log. Press Ctrl-C to stop everything.\n")
     stopping = False
@@ -77,7 +112,10 @@ def main() -> int:
     while not stopping:
         for name, process in children:
             if process.poll() is not None:
-                print(f"{name} stopped with exit code {process.returncode}; stopping the rest. See {logs}/{name}.log", file=sys.stderr)
+                print(
+                    f"{name} stopped with exit code {process.returncode}; stopping the rest. See {logs}/{name}.log",
+                    file=sys.stderr,
+                )
                 stopping, exit_code = True, 1
                 break
         time.sleep(0.5)

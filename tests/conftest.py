@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import llm_server
 import pytest
 
-import llm_server
 from config.local_services import start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,16 @@ def celery_worker(django_db_setup, django_db_blocker, redis_url, flow_runtime, t
         "FLOWDEPLOY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
     }
     log = (tmp_path_factory.mktemp("worker") / "worker.log").open("w+")
-    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "-Q",
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+    ]
     command += ["--concurrency", "2", "--loglevel", "INFO", "--hostname", f"test-{os.getpid()}@%h"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -136,7 +145,10 @@ def open_ai_connection(db, local_llm):
     from workspace.connections import ConnectionSpec, save_connection
 
     spec = ConnectionSpec(
-        name="open_ai_connection", type="open_ai", configs={"base_url": local_llm}, secrets={"api_key": LLM_KEY}
+        name="open_ai_connection",
+        type="open_ai",
+        configs={"base_url": local_llm},
+        secrets={"api_key": LLM_KEY},
     )
     return save_connection(spec)
 

@@ -58,9 +58,7 @@ def docker_compose_works() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        result = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, timeout=30, check=False
-        )
+        result = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
@@ -173,9 +171,7 @@ def command_problems(argv: list[str]) -> list[str]:
         name = argv[2]
         if name in DJANGO_COMMANDS or list(ROOT.glob(f"*/management/commands/{name}.py")):
             return []
-        return [
-            f"management command {name!r} is neither built into Django nor */management/commands/{name}.py"
-        ]
+        return [f"management command {name!r} is neither built into Django nor */management/commands/{name}.py"]
     return [f"unknown program {argv[0]!r}: teach tests/test_docker_compose.py how to check it"]
 
 
@@ -251,9 +247,7 @@ def test_it_installs_the_programs_app_commands_use():
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower() for requirement in dependencies}
     programs = {
-        Path(argv[0]).name
-        for spec in app_services().values()
-        for argv in simple_commands(argv_of(spec["command"]))
+        Path(argv[0]).name for spec in app_services().values() for argv in simple_commands(argv_of(spec["command"]))
     }
     assert programs - {"python"} <= names
 
@@ -321,9 +315,7 @@ def test_it_documents_every_required_variable_in_env_example():
         + ", ".join(sorted(required_vars()))
     )
     text = ENV_EXAMPLE.read_text()
-    missing = [
-        name for name in sorted(required_vars()) if not re.search(rf"^\s*#?\s*{name}\s*=", text, re.MULTILINE)
-    ]
+    missing = [name for name in sorted(required_vars()) if not re.search(rf"^\s*#?\s*{name}\s*=", text, re.MULTILINE)]
     assert missing == [], f".env.example does not document {missing}"
 
 

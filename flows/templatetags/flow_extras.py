@@ -1,3 +1,5 @@
+import json
+
 from django import template
 
 register = template.Library()
@@ -10,3 +12,11 @@ def get_item(mapping, key):
         return ""
     value = mapping.get(key, "")
     return "" if value is None else value
+
+
+@register.filter
+def as_json(value) -> str:
+    """Strings as they are; anything else as readable JSON, the way promptflow shows outputs."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False)

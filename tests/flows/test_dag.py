@@ -83,11 +83,7 @@ def node_groups(root: ET.Element) -> dict[str, ET.Element]:
 
 
 def edges(root: ET.Element) -> list[tuple[str, str]]:
-    return [
-        (p.get("data-from"), p.get("data-to"))
-        for p in root.iter(f"{SVG}path")
-        if p.get("class") == "dag-edge"
-    ]
+    return [(p.get("data-from"), p.get("data-to")) for p in root.iter(f"{SVG}path") if p.get("class") == "dag-edge"]
 
 
 def translate(group: ET.Element) -> tuple[float, float]:
@@ -332,9 +328,7 @@ def test_it_grows_the_canvas_with_the_widest_layer():
     """More nodes side by side make a wider picture; more layers make a taller one."""
     one = parse(render_dag_svg({"nodes": [{"name": "a", "depends_on": []}]}))
     wide = parse(render_dag_svg({"nodes": [{"name": n, "depends_on": []} for n in "abcd"]}))
-    tall = parse(
-        render_dag_svg({"nodes": [{"name": "a", "depends_on": []}, {"name": "b", "depends_on": ["a"]}]})
-    )
+    tall = parse(render_dag_svg({"nodes": [{"name": "a", "depends_on": []}, {"name": "b", "depends_on": ["a"]}]}))
     assert float(wide.get("width")) > float(one.get("width"))
     assert float(tall.get("height")) > float(one.get("height"))
 

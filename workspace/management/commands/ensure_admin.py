@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Create the admin from FLOWDEPLOY_ADMIN_USER / FLOWDEPLOY_ADMIN_PASSWORD, or with a generated password."
+    help = "Create the admin from FLOWDEPLOY_ADMIN_USER and _PASSWORD, or with a generated password."
 
     def handle(self, *args, **options) -> None:
         username = os.environ.get("FLOWDEPLOY_ADMIN_USER") or "admin"
@@ -20,9 +20,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Sign in as '{username}' with FLOWDEPLOY_ADMIN_PASSWORD.")
             return
         if user and saved.exists():
-            self.stdout.write(
-                f"Sign in as '{username}' with the generated password: {saved.read_text().strip()}"
-            )
+            self.stdout.write(f"Sign in as '{username}' with the generated password: {saved.read_text().strip()}")
             return
         if user:
             self.stdout.write(f"Sign in as '{username}' with the password you set before.")

@@ -6,29 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import llm_server
 import pytest
+from support import FIXTURE_FLOWS, LLM_KEY, wait_for
 
 from config.local_services import start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE_FLOWS = Path(__file__).resolve().parent / "fixtures" / "flows"
-LLM_KEY = "sk-local-test-key-7f3a9c"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.2, message: str = "") -> object:
-    """Poll until predicate returns something truthy; fail the test with `message` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(message or f"condition not met within {timeout} s")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from config.local_services import free_port, redis_answers
 

@@ -5,7 +5,7 @@ import io
 import json
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from django.core.exceptions import ValidationError
 

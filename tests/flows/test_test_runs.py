@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from conftest import LLM_KEY, wait_for
+from support import LLM_KEY, wait_for
 
 from flows import services
 from flows.models import RunStatus, TestRun

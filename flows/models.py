@@ -174,9 +174,6 @@ class TestRun(RunBase):
     node_runs = models.JSONField(default=list)
     duration = models.FloatField(null=True, blank=True)
 
-    class Meta(RunBase.Meta):
-        pass
-
     def __str__(self) -> str:
         return f"Test run {self.id} of {self.flow_version}"
 

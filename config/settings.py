@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "template_partials",
     "workspace",
     "flows",
+    "endpoints",
 ]
 
 MIDDLEWARE = [
@@ -115,6 +116,16 @@ FLOWDEPLOY_MAX_UPLOAD_BYTES = envint("FLOWDEPLOY_MAX_UPLOAD_BYTES", 20 * 1024 * 
 FLOWDEPLOY_TEST_RUN_TIMEOUT = envint("FLOWDEPLOY_TEST_RUN_TIMEOUT", 300, minimum=1)
 FLOWDEPLOY_ENV_BUILD_TIMEOUT = envint("FLOWDEPLOY_ENV_BUILD_TIMEOUT", 1800, minimum=30)
 FLOWDEPLOY_SAMPLES_DIR = envpath("FLOWDEPLOY_SAMPLES_DIR", BASE_DIR / "samples")
+FLOWDEPLOY_DEPLOYMENTS_DIR = DATA_DIR / "deployments"
+# Where instance processes fetch their connections (promptflow's HTTP connection provider) and where
+# clients reach the scoring gateway.
+FLOWDEPLOY_STUDIO_URL = envstr("FLOWDEPLOY_STUDIO_URL", "http://127.0.0.1:8000").rstrip("/")
+FLOWDEPLOY_GATEWAY_URL = envstr("FLOWDEPLOY_GATEWAY_URL", "http://127.0.0.1:8001").rstrip("/")
+FLOWDEPLOY_MAX_INSTANCES = envint("FLOWDEPLOY_MAX_INSTANCES", 20, minimum=1)
+# Memory the local provider may hand out to instances; 0 means 80% of this machine's memory.
+FLOWDEPLOY_LOCAL_CAPACITY_MIB = envint("FLOWDEPLOY_LOCAL_CAPACITY_MIB", 0, minimum=0)
+FLOWDEPLOY_PROBE_TIMEOUT = envint("FLOWDEPLOY_PROBE_TIMEOUT", 120, minimum=5)
+FLOWDEPLOY_MAX_REQUEST_BYTES = envint("FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 
 LOGGING = {
     "version": 1,
@@ -127,4 +138,5 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "fail-stale-runs": {"task": "flows.tasks.fail_stale_runs", "schedule": 60.0},
+    "reconcile-instances": {"task": "endpoints.tasks.reconcile", "schedule": 5.0},
 }

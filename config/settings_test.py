@@ -11,6 +11,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("FLOWDEPLOY_DATA_DIR", str(_ROOT / "var" / "test"))
 os.environ.setdefault("FLOWDEPLOY_QUEUE", f"flowdeploy-test-{os.getpid()}")
 os.environ.setdefault("DJANGO_SECRET_KEY", "flowdeploy-test-secret-key")
+# A Redis database of its own, so test endpoints never reach the routing of a running studio.
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 
 from config.settings import *  # noqa: E402, F403
 

@@ -7,6 +7,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("flows/", include("flows.urls")),
+    path("internal/", include("endpoints.urls_internal")),
     path("", include("workspace.urls")),
 ]
 

@@ -65,7 +65,9 @@ def _database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, redis_url, flow_runtime, tmp_path_factory) -> Iterator[None]:
+def celery_worker(
+    django_db_setup, django_db_blocker, redis_url, flow_runtime, live_server, tmp_path_factory
+) -> Iterator[None]:
     """A real Celery worker process on the test database and the test session's own queue."""
     from django.conf import settings
 
@@ -77,6 +79,8 @@ def celery_worker(django_db_setup, django_db_blocker, redis_url, flow_runtime, t
         "DATABASE_URL": _database_url(),
         "REDIS_URL": redis_url,
         "FLOWDEPLOY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        # Instances fetch their connections from the studio: the test session's live server.
+        "FLOWDEPLOY_STUDIO_URL": live_server.url,
     }
     log = (tmp_path_factory.mktemp("worker") / "worker.log").open("w+")
     command = [

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from endpoints import views
+
+urlpatterns = [
+    path("connection-provider/<str:token>/connections", views.connection_provider_list),
+    path("connection-provider/<str:token>/connections/<str:name>", views.connection_provider_get),
+]

@@ -1,0 +1,178 @@
+"""Keep the gateway's routing table in step with Redis, and report in-flight counts back.
+
+Two background tasks, both of which outlive Redis going away:
+
+- `RouteSync.run`: subscribe to the routes channel, load every published document, then reload the
+  endpoint named by each message and everything again every `resync_interval` seconds. After a
+  document is applied its version goes to the applied hash. When Redis is unreachable it retries
+  with a short backoff; the table keeps the last copy, so requests go on being served.
+- `RouteSync.write_inflight`: every `inflight_interval` seconds, the counts of the instances whose
+  number of requests in flight changed since they were last written (0 included, so the control
+  plane sees an instance it retires drain).
+
+No Redis call happens on the request path: requests only read the table and mark instances dirty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from serving.gateway_routes import DocumentError, RouteTable
+from serving.routing import APPLIED_KEY, INFLIGHT_KEY, ROUTES_CHANNEL, ROUTES_SET, route_key
+
+logger = logging.getLogger("flowdeploy.gateway")
+
+REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RouteSync:
+    def __init__(
+        self,
+        table: RouteTable,
+        redis_url: str,
+        resync_interval: float = 5.0,
+        inflight_interval: float = 0.15,
+    ) -> None:
+        self.table = table
+        self.redis_url = redis_url
+        self.resync_interval = resync_interval
+        self.inflight_interval = inflight_interval
+        self.client = aioredis.Redis.from_url(
+            redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        )
+        self.connected = False
+        self._applied: dict[str, int] = {}  # endpoint -> version written to the applied hash
+        self._inflight_failing = False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def run(self) -> None:
+        """Forever: connect, load everything, follow the channel; on any Redis failure, reconnect."""
+        backoff = 0.1
+        reported = False  # a failure was logged and no success since
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(ROUTES_CHANNEL)
+                await self.load_all()
+                self.connected = True
+                backoff = 0.1
+                if reported:
+                    logger.warning("Redis at %s answers again; routing data reloaded", self.redis_url)
+                    reported = False
+                await self._follow(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as error:
+                self.connected = False
+                if not reported:
+                    state = "serving the last routing data" if self.table.loaded else "answering 503 meanwhile"
+                    logger.warning("Redis at %s is unreachable (%s); retrying, %s", self.redis_url, error, state)
+                    reported = True
+            except Exception:
+                self.connected = False
+                logger.exception("The routing sync failed; restarting it")
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # the connection is already gone
+                    pass
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _follow(self, pubsub: aioredis.client.PubSub) -> None:
+        next_resync = time.monotonic() + self.resync_interval
+        while True:
+            wait = next_resync - time.monotonic()
+            if wait > 0:
+                message = await pubsub.get_message(timeout=wait)
+                if message is not None and message.get("type") == "message":
+                    names = {_text(message["data"])}
+                    # Drain what else is queued, so a burst of publishes costs one read per endpoint.
+                    while (message := await pubsub.get_message(timeout=0)) is not None:
+                        if message.get("type") == "message":
+                            names.add(_text(message["data"]))
+                    await self.load(sorted(names))
+                continue
+            await self.load_all()
+            next_resync = time.monotonic() + self.resync_interval
+
+    async def load_all(self) -> None:
+        names = sorted(_text(name) for name in await self.client.smembers(ROUTES_SET))
+        await self.load(names, complete=True)
+        if not self.table.loaded:
+            self.table.loaded = True
+            # Counts a previous gateway process may have left behind for these instances are stale.
+            instances = self.table.instances()
+            if instances:
+                await self.client.hset(INFLIGHT_KEY, mapping={i.id: i.inflight for i in instances})
+                for instance in instances:
+                    instance.written = instance.inflight
+
+    async def load(self, names: list[str], complete: bool = False) -> None:
+        """Reload the named endpoints (dropping those without a document) and acknowledge their versions.
+
+        With complete, `names` is every published endpoint: the others are dropped, and every version is
+        written again, which repairs the applied hash if someone cleared it.
+        """
+        raw = await self.client.mget([route_key(name) for name in names]) if names else []
+        applied: dict[str, int] = {}
+        for name, value in zip(names, raw, strict=True):
+            if value is None:
+                self.table.drop(name)
+                self._applied.pop(name, None)
+                continue
+            current = self.table.endpoints.get(name)
+            try:
+                document = json.loads(value)
+                version = document.get("version") if isinstance(document, dict) else None
+                if current is not None and current.version == version:
+                    endpoint = current
+                else:
+                    endpoint = self.table.apply(document)
+            except (ValueError, DocumentError) as error:
+                logger.error("Ignoring the routing document of %r: %s", name, error)
+                continue
+            if complete or self._applied.get(name) != endpoint.version:
+                applied[name] = endpoint.version
+        if complete:
+            for name in set(self.table.endpoints) - set(names):
+                self.table.drop(name)
+                self._applied.pop(name, None)
+        if applied:
+            await self.client.hset(APPLIED_KEY, mapping=applied)
+            self._applied.update(applied)
+
+    async def write_inflight(self) -> None:
+        """Forever: write the in-flight counts that changed, at most once per interval."""
+        table = self.table
+        while True:
+            await asyncio.sleep(self.inflight_interval)
+            if not table.dirty:
+                continue
+            dirty, table.dirty = table.dirty, set()
+            changed = {i: i.inflight for i in dirty if i.inflight != i.written}
+            if not changed:
+                continue
+            try:
+                await self.client.hset(INFLIGHT_KEY, mapping={i.id: count for i, count in changed.items()})
+            except REDIS_ERRORS as error:
+                table.dirty.update(changed)
+                if not self._inflight_failing:
+                    logger.warning("Could not write in-flight counts to Redis (%s); will retry", error)
+                self._inflight_failing = True
+                continue
+            self._inflight_failing = False
+            for instance, count in changed.items():
+                instance.written = count
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

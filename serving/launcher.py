@@ -1,0 +1,166 @@
+"""Start, probe and stop instance processes: promptflow's serving app under gunicorn, one per instance.
+
+Plain Python, no Django. An instance is started detached (double fork, its own session), so a
+Celery worker that restarts does not take it down, and init reaps it when it exits. Its pid is
+checked against /proc/<pid>/cmdline, which names the instance, so a reused pid is never mistaken
+for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.environments import Environment
+
+APP = "promptflow.core._serving.app:create_app()"
+
+
+@dataclass
+class InstanceSpec:
+    instance_id: str
+    flow_dir: Path
+    environment: Environment
+    port: int
+    workers: int
+    threads: int
+    log_path: Path
+    request_timeout_s: int
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+    def command(self) -> list[str]:
+        return [
+            str(self.environment.python),
+            "-m",
+            "gunicorn",
+            "--name",
+            f"flowdeploy-{self.instance_id}",
+            "--workers",
+            str(self.workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(self.threads),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--chdir",
+            str(self.flow_dir),
+            "--timeout",
+            str(max(self.request_timeout_s + 30, 60)),
+            "--graceful-timeout",
+            str(max(self.request_timeout_s, 30)),
+            "--keep-alive",
+            "75",
+            APP,
+        ]
+
+    def process_env(self) -> dict[str, str]:
+        env = self.environment.process_env(self.env_vars)
+        env["PROMPTFLOW_PROJECT_PATH"] = str(self.flow_dir)
+        env["FLOWDEPLOY_INSTANCE_ID"] = self.instance_id
+        return env
+
+
+def start(spec: InstanceSpec) -> int:
+    """Start the instance detached and return its pid; output goes to spec.log_path."""
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # intermediate: new session, fork the instance, exit so init adopts it
+        try:
+            os.close(read_end)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                log = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.closerange(3, 1024)
+                os.chdir(spec.flow_dir)
+                command = spec.command()
+                os.execve(command[0], command, spec.process_env())
+            os.write(write_end, str(grandchild).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as pipe:
+        return int(pipe.read() or 0)
+
+
+def is_running(pid: int | None, instance_id: str) -> bool:
+    if not pid:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.parent.exists() and Path("/proc/self").exists():
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        if instance_id not in text:
+            return False
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+            return response.status == 200 and json.loads(response.read() or b"{}").get("status") == "Healthy"
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def fetch_swagger(url: str, timeout: float = 5.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{url}/swagger.json", timeout=timeout) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def stop(pid: int | None, instance_id: str, grace: float = 30.0) -> None:
+    """SIGTERM (gunicorn finishes what it has, then exits), SIGKILL after the grace period."""
+    if not is_running(pid, instance_id):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not is_running(pid, instance_id):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

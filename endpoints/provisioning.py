@@ -35,6 +35,7 @@ from workspace import notifications
 logger = logging.getLogger(__name__)
 
 CRASH_LOOP_RESTARTS = 5
+PORT_TAKEN = "Address already in use"
 MAX_BACKOFF_SECONDS = 300
 
 
@@ -66,7 +67,7 @@ def provision(deployment_id: int) -> None:
         environment = _build_environment(deployment)
         _register_model(deployment)
         instances = _create_instances(deployment, environment)
-        _probe(deployment, instances)
+        _probe(deployment, instances, environment)
         _go_live(deployment, instances)
     except ProvisioningFailed as exc:
         _fail(deployment, str(exc))
@@ -175,8 +176,9 @@ def _create_instances(deployment: Deployment, environment) -> list[Instance]:
     return instances
 
 
-def _probe(deployment: Deployment, instances: list[Instance]) -> None:
+def _probe(deployment: Deployment, instances: list[Instance], environment) -> None:
     deployment.set_phase(Phase.PROBING, "Waiting for every instance to answer its readiness probe.")
+    port_retries = 0
     deadline = time.monotonic() + settings.FLOWDEPLOY_PROBE_TIMEOUT
     pending = {instance.pk: instance for instance in instances}
     while pending:
@@ -186,6 +188,11 @@ def _probe(deployment: Deployment, instances: list[Instance]) -> None:
                 del pending[key]
             elif not launcher.is_running(instance.pid, str(instance.id)):
                 tail = launcher.log_tail(instance.log_path, 15)
+                if PORT_TAKEN in tail and port_retries < 3:
+                    # another process took the port between our check and gunicorn's bind
+                    port_retries += 1
+                    pending[key] = start_instance(deployment, instance, environment)
+                    continue
                 raise ProvisioningFailed(
                     f"Instance {instance.ordinal} exited while starting. Last lines of its log:\n{tail}"
                 )

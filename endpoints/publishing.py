@@ -14,7 +14,6 @@ from endpoints.models import Deployment, DeploymentState, Endpoint, Instance, In
 from serving import routing
 from serving.auth import key_digest
 
-
 NO_GATEWAY_AFTER = 1.0
 
 

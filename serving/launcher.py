@@ -72,12 +72,12 @@ def start(spec: InstanceSpec) -> int:
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
     child = os.fork()
-    if child == 0:  # intermediate: new session, fork the instance, exit so init adopts it
+    if child == 0:  # intermediate: fork the instance, exit so init adopts it
         try:
             os.close(read_end)
-            os.setsid()
             grandchild = os.fork()
             if grandchild == 0:
+                os.setsid()  # its own session and process group, so stop() can signal all its workers
                 log = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                 devnull = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(devnull, 0)

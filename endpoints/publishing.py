@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from django.db.models import F
 
-from endpoints.models import Deployment, DeploymentState, Endpoint, Instance, InstanceState
+from endpoints.models import AuthType, Deployment, DeploymentState, Endpoint, Instance, InstanceState
 from serving import routing
 from serving.auth import key_digest
 
@@ -46,11 +46,11 @@ def build_document(endpoint: Endpoint, version: int) -> dict:
             "swagger": None,
             "data_collection": deployment.data_collection,
         }
-    keys = endpoint.get_keys() if endpoint.auth_type == "key" else {}
+    keys = endpoint.get_keys() if endpoint.auth_type == AuthType.KEY else {}
     return {
         "name": endpoint.name,
         "version": version,
-        "auth_type": endpoint.auth_type,
+        "auth_type": "key" if endpoint.auth_type == AuthType.KEY else "token",
         "key_digests": [key_digest(value) for value in keys.values() if value],
         "traffic": {name: pct for name, pct in endpoint.traffic.items() if name in deployments},
         "mirror_traffic": {name: pct for name, pct in endpoint.mirror_traffic.items() if name in deployments},

@@ -21,6 +21,7 @@ from config.local_services import start_redis  # noqa: E402
 BIN = Path(sys.executable).parent
 STUDIO_HOST = os.environ.get("FLOWDEPLOY_HOST", "127.0.0.1")
 STUDIO_PORT = os.environ.get("FLOWDEPLOY_PORT", "8000")
+GATEWAY_PORT = os.environ.get("FLOWDEPLOY_GATEWAY_PORT", "8001")
 
 
 def manage(*args: str) -> None:
@@ -29,6 +30,9 @@ def manage(*args: str) -> None:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # Instances fetch their connections from this studio; clients score through this gateway.
+    os.environ.setdefault("FLOWDEPLOY_STUDIO_URL", f"http://{STUDIO_HOST}:{STUDIO_PORT}")
+    os.environ.setdefault("FLOWDEPLOY_GATEWAY_URL", f"http://{STUDIO_HOST}:{GATEWAY_PORT}")
     data_dir = Path(os.environ.get("FLOWDEPLOY_DATA_DIR", ROOT / "var"))
     data_dir.mkdir(parents=True, exist_ok=True)
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -89,6 +93,16 @@ def main() -> int:
             "--log-level",
             "warning",
         ],
+        "gateway": [
+            str(BIN / "uvicorn"),
+            "serving.gateway:app",
+            "--host",
+            STUDIO_HOST,
+            "--port",
+            GATEWAY_PORT,
+            "--log-level",
+            "warning",
+        ],
     }
     for name, command in commands.items():
         log = (logs / f"{name}.log").open("a")
@@ -99,7 +113,8 @@ def main() -> int:
             )
         )
     print(f"\nFlowdeploy is running: open http://{STUDIO_HOST}:{STUDIO_PORT}/")
-    print(f"Logs: {logs}/{{worker,beat,studio}}.log. Press Ctrl-C to stop everything.\n")
+    print(f"Scoring gateway: http://{STUDIO_HOST}:{GATEWAY_PORT}/endpoints/<endpoint>/score")
+    print(f"Logs: {logs}/{{worker,beat,studio,gateway}}.log. Press Ctrl-C to stop everything.\n")
     stopping = False
 
     def request_stop(signum, frame) -> None:
@@ -121,7 +136,16 @@ def main() -> int:
         time.sleep(0.5)
     print("Stopping...")
     _stop(children)
+    _stop_instances()
     return exit_code
+
+
+def _stop_instances() -> None:
+    """Instances run detached (a worker restart must not kill them); on Ctrl-C they stop too."""
+    try:
+        manage("stop_instances")
+    except subprocess.CalledProcessError as exc:
+        print(f"Could not stop the instance processes: exit code {exc.returncode}", file=sys.stderr)
 
 
 def _stop(children: list[tuple[str, subprocess.Popen]]) -> None:

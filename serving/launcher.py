@@ -55,6 +55,7 @@ class InstanceSpec:
             str(max(self.request_timeout_s + 30, 60)),
             "--graceful-timeout",
             str(max(self.request_timeout_s, 30)),
+            "--preload",
             "--keep-alive",
             "75",
             APP,

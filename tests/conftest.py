@@ -154,3 +154,33 @@ def copy_flow(tmp_path) -> Callable[[str], Path]:
         return target
 
     return copier
+
+
+@pytest.fixture(scope="session")
+def gateway_url(redis_url) -> Iterator[str]:
+    """The real scoring gateway (uvicorn serving.gateway:app) on the test session's Redis."""
+    from config.local_services import free_port
+
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url}
+    log = open(ROOT / "var" / "test" / f"gateway-{port}.log", "w+")  # noqa: SIM115
+    command = [sys.executable, "-m", "uvicorn", "serving.gateway:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        import httpx
+
+        if process.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"the gateway exited:\n{log.read()[-3000:]}")
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=30, message="the gateway did not become healthy")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()

@@ -40,13 +40,14 @@ def _sign_in(base: str, password: str) -> urllib.request.OpenerDirector:
 
 
 def test_it_starts_everything_loads_the_samples_and_stops_on_ctrl_c(tmp_path, flow_runtime):
-    studio_port, redis_port = free_port(), free_port()
+    studio_port, redis_port, gateway_port = free_port(), free_port(), free_port()
     password = "run-test-password-1"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "FLOWDEPLOY_DATA_DIR": str(tmp_path / "data"),
         "FLOWDEPLOY_PORT": str(studio_port),
+        "FLOWDEPLOY_GATEWAY_PORT": str(gateway_port),
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "FLOWDEPLOY_QUEUE": f"run-test-{os.getpid()}",
         "FLOWDEPLOY_ADMIN_PASSWORD": password,
@@ -73,6 +74,9 @@ def test_it_starts_everything_loads_the_samples_and_stops_on_ctrl_c(tmp_path, fl
         base = f"http://127.0.0.1:{studio_port}"
         wait_for(lambda: _port_open(studio_port), timeout=30, message="the studio did not open its port")
         flows_page = _sign_in(base, password).open(f"{base}/flows/").read().decode()
+        wait_for(lambda: _port_open(gateway_port), timeout=30, message="the gateway did not open its port")
+        health = urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/health").read().decode()
+        assert '"status"' in health
         assert "web-classification-offline" in flows_page
         assert "Sign out" in flows_page
     finally:
@@ -82,6 +86,7 @@ def test_it_starts_everything_loads_the_samples_and_stops_on_ctrl_c(tmp_path, fl
     assert process.returncode == 0, output()
     time.sleep(0.5)
     assert not _port_open(studio_port)
+    assert not _port_open(gateway_port)
     assert not redis_answers(f"redis://127.0.0.1:{redis_port}/0")
     leftovers = subprocess.run(["pgrep", "-f", env["FLOWDEPLOY_QUEUE"]], capture_output=True, text=True)
     assert leftovers.stdout == "", "the Celery worker or beat outlived Ctrl-C"

@@ -6,8 +6,9 @@ import signal
 
 import httpx
 import pytest
-from django.core.exceptions import ValidationError
 from support import wait_for
+
+from django.core.exceptions import ValidationError
 
 from endpoints import provisioning, publishing, services
 from endpoints.models import Deployment, DeploymentState, Endpoint, Instance, InstanceState
@@ -41,7 +42,14 @@ def test_it_deploys_a_flow_and_the_instance_answers(celery_worker, import_flow):
     deployment = _deploy(import_flow, "web-classification-offline")
     assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
     phases = list(deployment.events.values_list("phase", flat=True))
-    for phase in ("Validating", "BuildingEnvironment", "RegisteringModel", "CreatingDeployment", "Probing", "Succeeded"):
+    for phase in (
+        "Validating",
+        "BuildingEnvironment",
+        "RegisteringModel",
+        "CreatingDeployment",
+        "Probing",
+        "Succeeded",
+    ):
         assert phase in phases
     (instance,) = _ready(deployment)
     answer = httpx.post(f"{instance.url}/score", json={"url": "https://arxiv.org/abs/1", "location": "LA"}).json()
@@ -129,9 +137,7 @@ def test_it_rolls_out_an_update_and_stops_the_old_instances(celery_worker, impor
     deployment = _deploy(import_flow, "web-classification-offline", request_timeout_ms=5000)
     (old,) = _ready(deployment)
     version = deployment.flow_version
-    updated = _settled(
-        services.create_or_update_deployment(deployment.endpoint, "blue", version, instance_count=2)
-    )
+    updated = _settled(services.create_or_update_deployment(deployment.endpoint, "blue", version, instance_count=2))
     assert updated.state == DeploymentState.SUCCEEDED, updated.failure_reason
     assert updated.generation == 2 and updated.live_generation == 2
     assert len(_ready(updated)) == 2
@@ -155,7 +161,9 @@ def test_it_restarts_a_killed_instance(celery_worker, import_flow):
         return instance.state == InstanceState.READY
 
     wait_for(back, timeout=60, interval=0.5, message="the instance was not restarted")
-    assert httpx.post(f"{instance.url}/score", json={"question": "again"}).json() == {"answer": "Turn 1: you said 'again'."}
+    assert httpx.post(f"{instance.url}/score", json={"question": "again"}).json() == {
+        "answer": "Turn 1: you said 'again'."
+    }
     messages = list(deployment.events.values_list("message", flat=True))
     assert any("exited; restarting" in m for m in messages)
 

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "workspace",
     "flows",
     "endpoints",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -133,7 +134,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("FLOWDEPLOY_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
 CELERY_BEAT_SCHEDULE = {

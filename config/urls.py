@@ -6,6 +6,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="flows:list", permanent=False)),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("api.urls")),
     path("flows/", include("flows.urls")),
     path("internal/", include("endpoints.urls_internal")),
     path("", include("workspace.urls")),

@@ -1,0 +1,522 @@
+"""The JSON management API: connections, flows, online endpoints and deployments, keys, invoke.
+
+Function views decorated with `api_view`; each one checks what it needs, calls the service that does
+the work and answers with the representation of the row (api/representations.py).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import yaml
+
+from django.conf import settings
+from django.contrib.auth import authenticate as check_password
+from django.core.exceptions import ValidationError
+from django.db.models import Prefetch
+from django.http import HttpResponse
+
+from api import representations as rep
+from api.http import (
+    ApiError,
+    api_view,
+    bad_request,
+    conflict,
+    field,
+    not_found,
+    ok,
+    reject_unknown,
+    require,
+    validation_error,
+)
+from api.models import PersonalAccessToken
+from api.openapi import document
+from endpoints import services
+from endpoints.models import AuthType, Deployment, DeploymentState, Endpoint, IdentityType
+from flows import importing
+from flows.models import Flow, FlowSource, FlowVersion
+from serving.launcher import log_tail
+from workspace.connections import ConnectionSpec, delete_connection, parse_promptflow_yaml, save_connection
+from workspace.models import Connection
+
+MAX_TOKEN_DAYS = 366
+MAX_LOG_LINES = 5000
+LOG_CONTAINERS = ("inference-server", "events")
+ENDPOINT_RENAMES = {
+    "auth_type": "auth_mode",
+    "identity_type": "identity.type",
+    "user_assigned_identity": "identity.user_assigned_identities",
+}
+ENDPOINT_CREATE_FIELDS = (
+    "name",
+    "auth_mode",
+    "description",
+    "tags",
+    "identity",
+    "enforce_access_to_connection_secrets",
+)
+ENDPOINT_UPDATE_FIELDS = ("name", "description", "tags", "traffic", "mirror_traffic")
+DEPLOYMENT_FIELDS = ("name", "endpoint_name", "flow", *services.DEPLOYMENT_DEFAULTS)
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+@api_view("POST", public=True)
+def token(request):
+    """Exchange a username and password for a new personal access token (how `flowdeploy login` works)."""
+    data = request.data
+    reject_unknown(data, ("username", "password", "name", "expires_in_days"), "a token request")
+    username = field(data, "username", str, required=True)
+    password = field(data, "password", str, required=True)
+    name = field(data, "name", str, default="flowdeploy")
+    days = field(data, "expires_in_days", int)
+    if days is not None and not 1 <= days <= MAX_TOKEN_DAYS:
+        raise bad_request(f"expires_in_days: between 1 and {MAX_TOKEN_DAYS}.", "expires_in_days")
+    user = check_password(request, username=username, password=password)
+    if user is None or not user.is_active:
+        raise ApiError(401, "Unauthorized", "Wrong username or password.")
+    row, secret = PersonalAccessToken.issue(user, name, timedelta(days=days) if days else None)
+    return ok(
+        {
+            "token": secret,
+            "name": row.name,
+            "prefix": row.prefix,
+            "username": user.get_username(),
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        },
+        201,
+    )
+
+
+@api_view("GET")
+def me(request):
+    user = request.user
+    current = request.api_token
+    return ok(
+        {
+            "username": user.get_username(),
+            "is_staff": user.is_staff,
+            "token": {"name": current.name, "prefix": current.prefix, "expires_at": rep.timestamp(current.expires_at)}
+            if current
+            else None,
+        }
+    )
+
+
+@api_view("GET", public=True)
+def openapi(request):
+    return ok(document())
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+def _connection(name: str) -> Connection:
+    connection = Connection.objects.filter(name=name).first()
+    if connection is None:
+        raise not_found(f"There is no connection named {name!r}.")
+    return connection
+
+
+def _connection_spec(data: dict) -> ConnectionSpec:
+    """The body is promptflow's connection YAML as JSON; its own parser checks it and names the field."""
+    return parse_promptflow_yaml(yaml.safe_dump(data, sort_keys=False))
+
+
+@api_view("GET", "POST")
+def connections(request):
+    if request.method == "POST":
+        require(request, "workspace.add_connection")
+        spec = _connection_spec(request.data)
+        if Connection.objects.filter(name=spec.name).exists():
+            raise conflict(f"A connection named {spec.name!r} already exists.", "name")
+        return ok(rep.connection_json(save_connection(spec, actor=request.user)), 201)
+    return ok([rep.connection_json(c) for c in Connection.objects.order_by("name")])
+
+
+@api_view("GET", "PUT", "DELETE")
+def connection(request, name: str):
+    existing = _connection(name)
+    if request.method == "PUT":
+        require(request, "workspace.change_connection")
+        data = {"name": name, "type": existing.type, **request.data}
+        if data["name"] != name:
+            raise bad_request(f"name: the body names {data['name']!r} but the URL names {name!r}.", "name")
+        spec = _connection_spec(data)
+        return ok(rep.connection_json(save_connection(spec, actor=request.user, update=True)))
+    if request.method == "DELETE":
+        require(request, "workspace.delete_connection")
+        delete_connection(existing, actor=request.user)
+        return ok({"name": name, "deleted": True})
+    return ok(rep.connection_json(existing))
+
+
+# --- flows ---------------------------------------------------------------------------------------
+
+
+def _flow(name: str) -> Flow:
+    flow = Flow.objects.filter(name=name).first()
+    if flow is None:
+        raise not_found(f"There is no flow named {name!r}.")
+    return flow
+
+
+@api_view("GET", "POST", multipart=True)
+def flows(request):
+    if request.method == "POST":
+        require(request, "flows.add_flow")
+        version = _import_flow(request)
+        description = request.data.get("description") or request.POST.get("description")
+        if description:
+            Flow.objects.filter(pk=version.flow_id).update(description=str(description))
+        return ok(rep.flow_version_json(version), 201)
+    rows = Flow.objects.prefetch_related("versions").order_by("name")
+    return ok([rep.flow_json(flow) for flow in rows if flow.versions.all()])
+
+
+def _import_flow(request) -> FlowVersion:
+    if request.content_type == "multipart/form-data":
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise bad_request("file: attach the flow as a zip file in the 'file' field.", "file")
+        name = request.POST.get("name") or importing.default_name(upload.name or "flow.zip")
+        if upload.size > settings.FLOWDEPLOY_MAX_UPLOAD_BYTES:
+            limit = settings.FLOWDEPLOY_MAX_UPLOAD_BYTES // (1024 * 1024)
+            raise ApiError(413, "TooLarge", f"file: the zip is larger than {limit} MB.", "file")
+        return importing.import_zip(upload, _flow_name(name), request.user, source_detail=upload.name or "")
+    data = request.data
+    reject_unknown(data, ("name", "path", "description"), "a flow import (or send multipart with name and file)")
+    path = field(data, "path", str, required=True)
+    if not request.user.is_staff:
+        raise ApiError(403, "Forbidden", "Only staff may import a folder on the server; upload a zip instead.", "path")
+    folder = Path(path)
+    if not folder.is_absolute():
+        raise bad_request("path: give an absolute path to a folder on the server.", "path")
+    if not folder.is_dir():
+        raise bad_request(f"path: there is no folder at {path} on the server.", "path")
+    name = field(data, "name", str) or importing.default_name(folder.name)
+    return importing.import_folder(folder, _flow_name(name), request.user, FlowSource.FOLDER, str(folder))
+
+
+def _flow_name(name: str) -> str:
+    try:
+        return importing.check_flow_name(name)
+    except importing.FlowImportError as exc:
+        raise bad_request(exc.message, "name") from None
+
+
+@api_view("GET")
+def flow(request, name: str):
+    found = _flow(name)
+    return ok(rep.flow_json(found))
+
+
+@api_view("GET")
+def flow_version(request, name: str, version: int):
+    found = FlowVersion.objects.select_related("flow").filter(flow__name=name, version=version).first()
+    if found is None:
+        _flow(name)
+        raise not_found(f"Flow {name!r} has no version {version}.")
+    return ok(rep.flow_version_json(found))
+
+
+def find_flow_version(reference: str, field_name: str = "flow") -> FlowVersion:
+    """`name:version`, `name@latest` or `name` (latest), with an optional `azureml:` in front."""
+    text = reference.strip().removeprefix("azureml:")
+    name, version = text, None
+    if "@" in text:
+        name, label = text.split("@", 1)
+        if label != "latest":
+            raise bad_request(f"{field_name}: only the label 'latest' is known, not {label!r}.", field_name)
+    elif ":" in text:
+        name, number = text.rsplit(":", 1)
+        if not number.isdigit():
+            raise bad_request(f"{field_name}: give name:version with a whole number, not {reference!r}.", field_name)
+        version = int(number)
+    versions = FlowVersion.objects.select_related("flow").filter(flow__name=name)
+    found = versions.filter(version=version).first() if version else versions.order_by("-version").first()
+    if found is None:
+        what = f"version {version} of flow {name!r}" if version else f"flow {name!r}"
+        raise bad_request(f"{field_name}: there is no {what}.", field_name)
+    return found
+
+
+# --- online endpoints ----------------------------------------------------------------------------
+
+
+def _endpoints():
+    return Endpoint.objects.prefetch_related(Prefetch("deployments", queryset=Deployment.objects.order_by("name")))
+
+
+def _endpoint(name: str) -> Endpoint:
+    endpoint = _endpoints().filter(name=name).first()
+    if endpoint is None:
+        raise not_found(f"There is no online endpoint named {name!r}.")
+    return endpoint
+
+
+def _identity(data: dict) -> tuple[str, str]:
+    identity = field(data, "identity", dict, default={})
+    reject_unknown(identity, ("type", "user_assigned_identities"), "identity")
+    kind = identity.get("type") or IdentityType.SYSTEM
+    if kind not in IdentityType.values:
+        raise bad_request(f"identity.type: one of {', '.join(IdentityType.values)}, not {kind!r}.", "identity.type")
+    chosen = identity.get("user_assigned_identities") or []
+    if not isinstance(chosen, list):
+        chosen = [chosen]
+    ids = [item.get("resource_id", "") if isinstance(item, dict) else str(item) for item in chosen]
+    if len(ids) > 1:
+        raise bad_request(
+            "identity.user_assigned_identities: an endpoint here has one user-assigned identity.",
+            "identity.user_assigned_identities",
+        )
+    if ids and kind != IdentityType.USER:
+        raise bad_request(
+            "identity.user_assigned_identities: only for identity type user_assigned.",
+            "identity.user_assigned_identities",
+        )
+    return kind, ids[0] if ids else ""
+
+
+@api_view("GET", "POST")
+def online_endpoints(request):
+    if request.method == "POST":
+        require(request, "endpoints.add_endpoint")
+        return _create_endpoint(request)
+    rows = _endpoints().order_by("name")
+    return ok([rep.endpoint_json(e, list(e.deployments.all())) for e in rows])
+
+
+def _create_endpoint(request):
+    data = request.data
+    reject_unknown(data, ENDPOINT_CREATE_FIELDS, "an online endpoint")
+    name = field(data, "name", str, required=True)
+    if Endpoint.objects.filter(name=name).exists():
+        raise conflict(f"An online endpoint named {name!r} already exists.", "name")
+    identity_type, user_assigned = _identity(data)
+    try:
+        endpoint = services.create_endpoint(
+            name,
+            auth_type=field(data, "auth_mode", str, default=AuthType.KEY),
+            identity_type=identity_type,
+            user_assigned_identity=user_assigned,
+            enforce_access_to_connection_secrets=field(
+                data, "enforce_access_to_connection_secrets", bool, default=True
+            ),
+            tags=field(data, "tags", dict),
+            description=field(data, "description", str, default=""),
+            user=request.user,
+        )
+    except ValidationError as exc:
+        raise validation_error(exc, ENDPOINT_RENAMES) from None
+    return ok(rep.endpoint_json(endpoint, []), 201)
+
+
+@api_view("GET", "PATCH", "DELETE")
+def online_endpoint(request, name: str):
+    endpoint = _endpoint(name)
+    if request.method == "PATCH":
+        require(request, "endpoints.change_endpoint")
+        return _update_endpoint(request, endpoint)
+    if request.method == "DELETE":
+        require(request, "endpoints.delete_endpoint")
+        if not endpoint.deleting:
+            services.delete_endpoint(endpoint, user=request.user)
+        return ok({"name": name, "provisioning_state": "Deleting"}, 202)
+    return ok(rep.endpoint_json(endpoint, list(endpoint.deployments.all())))
+
+
+def _update_endpoint(request, endpoint: Endpoint):
+    data = request.data
+    reject_unknown(data, ENDPOINT_UPDATE_FIELDS, "an online endpoint update")
+    if data.get("name", endpoint.name) != endpoint.name:
+        raise bad_request("name: an endpoint cannot be renamed.", "name")
+    if endpoint.deleting:
+        raise conflict(f"Endpoint {endpoint.name} is being deleted.")
+    tags = field(data, "tags", dict)
+    description = field(data, "description", str)
+    traffic = field(data, "traffic", dict)
+    mirror = field(data, "mirror_traffic", dict)
+    if tags is not None or description is not None:
+        services.update_endpoint(endpoint, tags=tags, description=description, user=request.user)
+    if traffic is not None or mirror is not None:
+        services.set_traffic(endpoint, endpoint.traffic if traffic is None else traffic, mirror, user=request.user)
+    return ok(rep.endpoint_json(_endpoint(endpoint.name)))
+
+
+@api_view("POST")
+def list_keys(request, name: str):
+    require(request, "endpoints.change_endpoint")
+    endpoint = _endpoint(name)
+    try:
+        return ok(services.credentials(endpoint))
+    except ValidationError as exc:
+        raise validation_error(exc, ENDPOINT_RENAMES) from None
+
+
+@api_view("POST")
+def regenerate_keys(request, name: str):
+    require(request, "endpoints.change_endpoint")
+    endpoint = _endpoint(name)
+    reject_unknown(request.data, ("key_type",), "a key regeneration")
+    key_type = field(request.data, "key_type", str, required=True)
+    try:
+        services.regenerate_key(endpoint, key_type, user=request.user)
+    except ValidationError as exc:
+        raise validation_error(exc, ENDPOINT_RENAMES) from None
+    return ok({"name": name, "key_type": key_type, "regenerated": True})
+
+
+@api_view("POST")
+def endpoint_token(request, name: str):
+    require(request, "endpoints.change_endpoint")
+    endpoint = _endpoint(name)
+    try:
+        return ok(services.issue_token(endpoint))
+    except ValidationError as exc:
+        raise validation_error(exc, ENDPOINT_RENAMES) from None
+
+
+@api_view("POST")
+def invoke(request, name: str):
+    """Score through the gateway with the endpoint's own credentials, and relay its status and answer."""
+    require(request, "endpoints.change_endpoint")
+    endpoint = _endpoint(name)
+    pinned = request.GET.get("deployment_name", "")
+    deployments = list(endpoint.deployments.all())
+    if pinned and pinned not in {d.name for d in deployments}:
+        raise bad_request(f"deployment_name: endpoint {name} has no deployment named {pinned!r}.", "deployment_name")
+    if endpoint.auth_type == AuthType.KEY:
+        credential = services.credentials(endpoint)["primaryKey"]
+    else:
+        credential = services.issue_token(endpoint)["accessToken"]
+    headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
+    if pinned:
+        headers["azureml-model-deployment"] = pinned
+    timeout = max([d.request_timeout_ms for d in deployments] or [90_000]) / 1000 + 10
+    try:
+        answer = httpx.post(
+            rep.scoring_uri(endpoint), content=json.dumps(request.data), headers=headers, timeout=timeout
+        )
+    except httpx.TimeoutException:
+        raise ApiError(504, "GatewayTimeout", f"The scoring gateway did not answer within {timeout:.0f} s.") from None
+    except httpx.HTTPError as exc:
+        raise ApiError(
+            502,
+            "GatewayUnavailable",
+            f"The scoring gateway at {settings.FLOWDEPLOY_GATEWAY_URL} is not reachable: {exc}",
+        ) from None
+    response = HttpResponse(
+        answer.content, status=answer.status_code, content_type=answer.headers.get("content-type", "application/json")
+    )
+    for header in ("x-request-id", "azureml-model-deployment"):
+        if header in answer.headers:
+            response[header] = answer.headers[header]
+    return response
+
+
+# --- online deployments --------------------------------------------------------------------------
+
+
+def _deployment(endpoint_name: str, name: str) -> Deployment:
+    deployment = (
+        Deployment.objects.select_related("endpoint", "flow_version__flow")
+        .filter(endpoint__name=endpoint_name, name=name)
+        .first()
+    )
+    if deployment is None:
+        _endpoint(endpoint_name)
+        raise not_found(f"Online endpoint {endpoint_name} has no deployment named {name!r}.")
+    return deployment
+
+
+@api_view("GET")
+def online_deployments(request, endpoint: str):
+    found = _endpoint(endpoint)
+    rows = found.deployments.select_related("endpoint", "flow_version__flow").order_by("name")
+    return ok([rep.deployment_json(d) for d in rows])
+
+
+@api_view("GET", "PUT", "DELETE")
+def online_deployment(request, endpoint: str, name: str):
+    if request.method == "PUT":
+        return _put_deployment(request, _endpoint(endpoint), name)
+    deployment = _deployment(endpoint, name)
+    if request.method == "DELETE":
+        require(request, "endpoints.delete_deployment")
+        if deployment.state != DeploymentState.DELETING:
+            try:
+                services.delete_deployment(deployment, user=request.user)
+            except ValidationError as exc:
+                error = validation_error(exc)
+                raise conflict(error.message, error.field) from None
+        return ok({"name": name, "endpoint_name": endpoint, "provisioning_state": "Deleting"}, 202)
+    return ok(rep.deployment_json(deployment, detail=True))
+
+
+def _put_deployment(request, endpoint: Endpoint, name: str):
+    """Create the deployment, or roll out new settings when one with this name exists (PUT semantics)."""
+    data = request.data
+    reject_unknown(data, DEPLOYMENT_FIELDS, "an online deployment")
+    for key, expected in (("name", name), ("endpoint_name", endpoint.name)):
+        if data.get(key, expected) != expected:
+            raise bad_request(f"{key}: the body names {data[key]!r} but the URL names {expected!r}.", key)
+    existing = endpoint.deployments.filter(name=name).first()
+    require(request, "endpoints.change_deployment" if existing else "endpoints.add_deployment")
+    if endpoint.deleting:
+        raise conflict(f"Endpoint {endpoint.name} is being deleted.")
+    if existing and existing.is_busy:
+        raise conflict(f"Deployment {name} is {existing.state.lower()}; wait until it finishes.", "name")
+    reference = field(data, "flow", str, required=existing is None)
+    flow_version = find_flow_version(reference) if reference else existing.flow_version
+    values = {key: data[key] for key in services.DEPLOYMENT_DEFAULTS if key in data}
+    deployment = services.create_or_update_deployment(endpoint, name, flow_version, user=request.user, **values)
+    deployment = _deployment(endpoint.name, name)
+    return ok(rep.deployment_json(deployment, detail=True), 200 if existing else 201)
+
+
+@api_view("GET")
+def deployment_logs(request, endpoint: str, name: str):
+    """An instance's log tail (like `az ml online-deployment get-logs`), or the deployment's events."""
+    deployment = _deployment(endpoint, name)
+    lines = _int_param(request, "lines", 100, 1, MAX_LOG_LINES)
+    container = request.GET.get("container") or "inference-server"
+    if container not in LOG_CONTAINERS:
+        raise bad_request(f"container: one of {', '.join(LOG_CONTAINERS)}, not {container!r}.", "container")
+    base = {"name": name, "endpoint_name": endpoint, "container": container, "lines": lines}
+    if container == "events":
+        events = list(deployment.events.order_by("-created_at", "-id")[:lines])[::-1]
+        text = "\n".join(
+            f"{e.created_at:%Y-%m-%dT%H:%M:%SZ} {e.level.upper():5} {e.phase}: {e.message}" for e in events
+        )
+        return ok({**base, "instance": None, "content": text, "events": [rep.event_json(e) for e in events]})
+    instances = rep.current_instances(deployment)
+    ordinal = _int_param(request, "instance", None, 0, 10_000)
+    if ordinal is not None:
+        chosen = next((i for i in instances if i.ordinal == ordinal), None)
+        if chosen is None:
+            known = ", ".join(str(i.ordinal) for i in instances) or "none"
+            raise bad_request(
+                f"instance: deployment {name} has no instance {ordinal} (instances: {known}).", "instance"
+            )
+    else:
+        live = [i for i in instances if i.generation == deployment.live_generation]
+        chosen = (live or instances or [None])[0]
+        if chosen is None:
+            chosen = deployment.instances.order_by("-generation", "ordinal").first()
+    if chosen is None:
+        return ok({**base, "instance": None, "content": ""})
+    return ok({**base, "instance": chosen.ordinal, "content": log_tail(chosen.log_path, lines)})
+
+
+def _int_param(request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise bad_request(f"{name}: a whole number from {low} to {high}, not {raw!r}.", name)
+    return int(raw)

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("FLOWDEPLOY_DATA_DIR", str(_ROOT / "var" / "test"))
+# A data folder per test session (its database, snapshots and instance folders), so two sessions on
+# one machine never see each other's files or processes.
+os.environ.setdefault("FLOWDEPLOY_DATA_DIR", str(_ROOT / "var" / "test" / f"session-{os.getpid()}"))
 os.environ.setdefault("FLOWDEPLOY_QUEUE", f"flowdeploy-test-{os.getpid()}")
 os.environ.setdefault("DJANGO_SECRET_KEY", "flowdeploy-test-secret-key")
 # A Redis database of its own, so test endpoints never reach the routing of a running studio.

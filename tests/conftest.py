@@ -18,6 +18,49 @@ from config.local_services import start_redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def sweep_instance_processes(data_dir: Path) -> int:
+    """Stop every instance process whose folder is under data_dir: tests must not leave servers behind."""
+    import signal
+
+    marker = f"--chdir\0{data_dir}/".encode()
+    stopped = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker not in cmdline.read_bytes():
+                continue
+            pid = int(cmdline.parent.name)
+            os.killpg(pid, signal.SIGKILL)
+            stopped += 1
+        except (OSError, ValueError):
+            continue
+    return stopped
+
+
+@pytest.fixture(autouse=True)
+def _no_instances_left_behind(request) -> Iterator[None]:
+    yield
+    if "celery_worker" in request.fixturenames:
+        from django.conf import settings
+
+        sweep_instance_processes(Path(settings.DATA_DIR))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_data_dir() -> Iterator[None]:
+    """Remove this session's data folder at the end, after stopping anything still running from it."""
+    yield
+    from django.conf import settings
+
+    data_dir = Path(settings.DATA_DIR)
+    if data_dir.name.startswith("session-"):
+        sweep_instance_processes(data_dir)
+        for child in data_dir.iterdir():  # the test database is Django's to remove
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            elif not child.name.startswith("test-db-"):
+                child.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def fixture_flows() -> Path:
     return FIXTURE_FLOWS
@@ -163,7 +206,9 @@ def gateway_url(redis_url) -> Iterator[str]:
 
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url}
-    log = open(ROOT / "var" / "test" / f"gateway-{port}.log", "w+")  # noqa: SIM115
+    from django.conf import settings
+
+    log = open(Path(settings.DATA_DIR) / f"gateway-{port}.log", "w+")  # noqa: SIM115
     command = [sys.executable, "-m", "uvicorn", "serving.gateway:app", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

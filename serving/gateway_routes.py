@@ -17,9 +17,8 @@ import logging
 import random
 from typing import Any
 
-from yarl import URL
-
 from serving.auth import key_matches, token_endpoint
+from serving.upstream import Origin
 
 logger = logging.getLogger("flowdeploy.gateway")
 
@@ -31,14 +30,14 @@ class DocumentError(ValueError):
 class Instance:
     """One instance process, and the requests this gateway has in flight on it."""
 
-    __slots__ = ("base_url", "id", "inflight", "score_url", "swagger_url", "written")
+    __slots__ = ("base_url", "id", "inflight", "origin", "score_head", "swagger_request", "written")
 
     def __init__(self, instance_id: str, url: str) -> None:
-        base = url.rstrip("/")
         self.id = instance_id
-        self.base_url = base
-        self.score_url = URL(base + "/score")
-        self.swagger_url = URL(base + "/swagger.json")
+        self.base_url = url.rstrip("/")
+        self.origin = Origin(self.base_url)  # its pooled connections
+        self.score_head = self.origin.head("POST", "/score")
+        self.swagger_request = self.origin.head("GET", "/swagger.json") + b"\r\n"
         self.inflight = 0
         self.written: int | None = None  # the count last written to Redis
 
@@ -48,6 +47,7 @@ class Instance:
 
 class Deployment:
     __slots__ = (
+        "_next",
         "header_value",
         "instances",
         "max_body_bytes",
@@ -55,7 +55,6 @@ class Deployment:
         "name",
         "swagger_body",
         "timeout",
-        "_next",
     )
 
     def __init__(
@@ -101,6 +100,10 @@ class Deployment:
 
 class Endpoint:
     __slots__ = (
+        "_accepted",
+        "_cumulative",
+        "_live",
+        "_total",
         "auth_type",
         "deployments",
         "key_digests",
@@ -108,9 +111,6 @@ class Endpoint:
         "name",
         "swagger_deployment",
         "version",
-        "_cumulative",
-        "_live",
-        "_total",
     )
 
     def __init__(
@@ -127,6 +127,7 @@ class Endpoint:
         self.version = version
         self.auth_type = auth_type
         self.key_digests = key_digests
+        self._accepted: set[str] = set()  # keys that matched a digest of this document
         self.deployments = deployments
         self.mirrors = mirrors
         live = [(name, weight) for name, weight in traffic.items() if weight > 0 and name in deployments]
@@ -141,11 +142,24 @@ class Endpoint:
         self.swagger_deployment = deployments[ranked[0][0]] if ranked else None
 
     def authorized(self, credential: str, signing_key: bytes) -> bool:
+        """Key endpoints: the key matches a published digest. Token endpoints: a valid token for this endpoint.
+
+        A key that matched once is remembered by this Endpoint, so the next request with it is a set
+        lookup rather than a SHA-256 (the lookup goes through Python's keyed string hash, so its timing
+        tells nothing about the keys). A new document, e.g. one without a revoked key, is a new Endpoint
+        with nothing remembered. Tokens expire, so they are checked in full every time.
+        """
         if not credential:
             return False
         if self.auth_type == "token":
             return token_endpoint(credential, signing_key) == self.name
-        return key_matches(credential, self.key_digests)
+        if credential in self._accepted:
+            return True
+        if key_matches(credential, self.key_digests):
+            if len(self._accepted) < 64:
+                self._accepted.add(credential)
+            return True
+        return False
 
     def pick_deployment(self) -> Deployment | None:
         """A deployment chosen at random by the traffic weights; None when no deployment takes traffic."""
@@ -165,9 +179,7 @@ def _number(value: Any, field: str, default: int, minimum: int = 1) -> int:
     return int(value)
 
 
-def compile_endpoint(
-    document: dict, known_instances: dict[str, Instance], default_max_body_bytes: int
-) -> Endpoint:
+def compile_endpoint(document: dict, known_instances: dict[str, Instance], default_max_body_bytes: int) -> Endpoint:
     """An Endpoint from a routing document; instances already known (by id) are reused with their counts."""
     if not isinstance(document, dict):
         raise DocumentError("the document is not a JSON object")
@@ -195,7 +207,10 @@ def compile_endpoint(
                 raise DocumentError(f"deployments.{dep_name}.instances needs an id and a url per instance") from None
             instance = known_instances.get(instance_id)
             if instance is None or instance.base_url != url.rstrip("/"):
-                instance = Instance(instance_id, url)
+                try:
+                    instance = Instance(instance_id, url)
+                except ValueError as error:
+                    raise DocumentError(f"deployments.{dep_name}.instances: {error}") from None
             instances.append(instance)
         swagger = spec.get("swagger")
         deployments[dep_name] = Deployment(
@@ -254,13 +269,22 @@ class RouteTable:
         """Compile and install one document; raises DocumentError (and keeps the old copy) when it is unusable."""
         name = document.get("name") if isinstance(document, dict) else None
         previous = self.endpoints.get(name) if isinstance(name, str) else None
-        endpoint = compile_endpoint(document, self._instances_of(previous), self.default_max_body_bytes)
+        known = self._instances_of(previous)
+        endpoint = compile_endpoint(document, known, self.default_max_body_bytes)
         self.endpoints[endpoint.name] = endpoint
+        self._close_unused(known, endpoint)
         return endpoint
 
     def drop(self, name: str) -> None:
         """Forget an endpoint. Its requests in flight keep their Instance and still report their end."""
-        self.endpoints.pop(name, None)
+        self._close_unused(self._instances_of(self.endpoints.pop(name, None)), None)
+
+    def _close_unused(self, known: dict[str, Instance], now: Endpoint | None) -> None:
+        """Idle connections to instances no longer routed to are closed (busy ones close after their answer)."""
+        kept = {id(i) for i in self._instances_of(now).values()}
+        for instance in known.values():
+            if id(instance) not in kept:
+                instance.origin.close_idle()
 
     def instances(self) -> list[Instance]:
         return [i for e in self.endpoints.values() for d in e.deployments.values() for i in d.instances]

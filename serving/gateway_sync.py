@@ -16,6 +16,7 @@ No Redis call happens on the request path: requests only read the table and mark
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -48,6 +49,7 @@ class RouteSync:
         )
         self.connected = False
         self._applied: dict[str, int] = {}  # endpoint -> version written to the applied hash
+        self._raw: dict[str, bytes] = {}  # endpoint -> the document it was compiled from
         self._inflight_failing = False
 
     async def close(self) -> None:
@@ -62,6 +64,10 @@ class RouteSync:
             try:
                 await pubsub.subscribe(ROUTES_CHANNEL)
                 await self.load_all()
+                if not self.connected:
+                    logger.info(
+                        "Routing data loaded from %s: %d endpoint(s)", self.redis_url, len(self.table.endpoints)
+                    )
                 self.connected = True
                 backoff = 0.1
                 if reported:
@@ -80,10 +86,8 @@ class RouteSync:
                 self.connected = False
                 logger.exception("The routing sync failed; restarting it")
             finally:
-                try:
+                with contextlib.suppress(Exception):  # the connection may be gone already
                     await pubsub.aclose()
-                except Exception:  # the connection is already gone
-                    pass
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -126,29 +130,29 @@ class RouteSync:
         applied: dict[str, int] = {}
         for name, value in zip(names, raw, strict=True):
             if value is None:
-                self.table.drop(name)
-                self._applied.pop(name, None)
+                self._forget(name)
                 continue
-            current = self.table.endpoints.get(name)
-            try:
-                document = json.loads(value)
-                version = document.get("version") if isinstance(document, dict) else None
-                if current is not None and current.version == version:
-                    endpoint = current
-                else:
-                    endpoint = self.table.apply(document)
-            except (ValueError, DocumentError) as error:
-                logger.error("Ignoring the routing document of %r: %s", name, error)
-                continue
+            endpoint = self.table.endpoints.get(name)
+            if endpoint is None or self._raw.get(name) != value:  # unchanged documents are not compiled again
+                try:
+                    endpoint = self.table.apply(json.loads(value))
+                except (ValueError, DocumentError) as error:
+                    logger.error("Ignoring the routing document of %r: %s", name, error)
+                    continue
+                self._raw[name] = value
             if complete or self._applied.get(name) != endpoint.version:
                 applied[name] = endpoint.version
         if complete:
             for name in set(self.table.endpoints) - set(names):
-                self.table.drop(name)
-                self._applied.pop(name, None)
+                self._forget(name)
         if applied:
             await self.client.hset(APPLIED_KEY, mapping=applied)
             self._applied.update(applied)
+
+    def _forget(self, name: str) -> None:
+        self.table.drop(name)
+        self._applied.pop(name, None)
+        self._raw.pop(name, None)
 
     async def write_inflight(self) -> None:
         """Forever: write the in-flight counts that changed, at most once per interval."""

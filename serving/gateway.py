@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import sys
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from json.scanner import make_scanner
 from typing import Any
@@ -64,6 +65,7 @@ SWAGGER_TIMEOUT_S = 10.0
 
 WWW_AUTHENTICATE = (b"www-authenticate", b"Bearer")
 RETRY_AFTER = (b"retry-after", b"1")
+INSTANCE_DOWN_SECONDS = 5.0
 
 
 class _TooLarge(Exception):
@@ -254,11 +256,7 @@ class Gateway:
             return await self._error(send, 503, "NoHealthyInstance", message, request_id, deployment)
         instance = deployment.pick_instance()
         if instance is None:
-            message = (
-                f"Too many requests: every instance of deployment '{deployment.name}' is serving "
-                f"max_concurrent_requests_per_instance={deployment.max_concurrent} requests. Retry later."
-            )
-            return await self._error(send, 429, "TooManyRequests", message, request_id, deployment, RETRY_AFTER)
+            return await self._too_many(send, deployment, request_id)
 
         # Everything of the upstream request but its first line and Host header (Origin.head renders those).
         tail = b"".join(
@@ -278,13 +276,32 @@ class Gateway:
                 if mirror is not deployment and random.random() < fraction:
                     self._spawn(self._mirror(mirror, tail))
 
-        instance.inflight += 1
-        self.table.dirty.add(instance)
-        try:
-            await self._forward(receive, send, deployment, instance, tail, request_id)
-        finally:
-            instance.inflight -= 1
+        for _attempt in range(len(deployment.instances)):
+            instance.inflight += 1
             self.table.dirty.add(instance)
+            try:
+                await self._forward(receive, send, deployment, instance, tail, request_id)
+                return
+            except UpstreamConnectError:
+                # The instance is gone (crashed, or stopped before the routing caught up). Nothing was
+                # sent, so another instance can take the request; skip this one until the control
+                # plane republishes the routing.
+                instance.down_until = time.monotonic() + INSTANCE_DOWN_SECONDS
+            finally:
+                instance.inflight -= 1
+                self.table.dirty.add(instance)
+            instance = deployment.pick_instance()
+            if instance is None:
+                break
+        message = f"No healthy instance: every instance of deployment '{deployment.name}' refused the connection."
+        await self._error(send, 503, "NoHealthyInstance", message, request_id, deployment)
+
+    async def _too_many(self, send: Send, deployment: Deployment, request_id: bytes) -> None:
+        message = (
+            f"Too many requests: every instance of deployment '{deployment.name}' is serving "
+            f"max_concurrent_requests_per_instance={deployment.max_concurrent} requests. Retry later."
+        )
+        await self._error(send, 429, "TooManyRequests", message, request_id, deployment, RETRY_AFTER)
 
     async def swagger(self, scope: Scope, send: Send, name: str) -> None:
         authorization = request_id = pinned = None
@@ -333,8 +350,7 @@ class Gateway:
         except TimeoutError:
             return await self._timed_out(send, deployment, request_id)
         except UpstreamConnectError:
-            message = f"No healthy instance: deployment '{deployment.name}' refused the connection."
-            return await self._error(send, 503, "NoHealthyInstance", message, request_id, deployment)
+            raise  # the caller tries another instance
         except UpstreamError as error:
             return await self._upstream_failed(send, deployment, error, request_id)
         try:

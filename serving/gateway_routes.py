@@ -15,6 +15,7 @@ import bisect
 import json
 import logging
 import random
+import time
 from typing import Any
 
 from serving.auth import key_matches, token_endpoint
@@ -30,7 +31,7 @@ class DocumentError(ValueError):
 class Instance:
     """One instance process, and the requests this gateway has in flight on it."""
 
-    __slots__ = ("base_url", "id", "inflight", "origin", "score_head", "swagger_request", "written")
+    __slots__ = ("base_url", "down_until", "id", "inflight", "origin", "score_head", "swagger_request", "written")
 
     def __init__(self, instance_id: str, url: str) -> None:
         self.id = instance_id
@@ -40,6 +41,7 @@ class Instance:
         self.swagger_request = self.origin.head("GET", "/swagger.json") + b"\r\n"
         self.inflight = 0
         self.written: int | None = None  # the count last written to Redis
+        self.down_until = 0.0  # monotonic time until which it refused connections: skip it
 
     def __repr__(self) -> str:
         return f"<Instance {self.id} {self.base_url} inflight={self.inflight}>"
@@ -81,6 +83,8 @@ class Deployment:
         count = len(instances)
         if count == 1:
             only = instances[0]
+            if only.down_until and only.down_until > time.monotonic():
+                return None
             return only if only.inflight < self.max_concurrent else None
         if not count:
             return None
@@ -88,8 +92,14 @@ class Deployment:
         self._next = (start + 1) % count
         best = None
         best_load = self.max_concurrent
+        now = 0.0
         for offset in range(count):
             instance = instances[(start + offset) % count]
+            if instance.down_until:
+                now = now or time.monotonic()
+                if instance.down_until > now:
+                    continue
+                instance.down_until = 0.0
             if instance.inflight < best_load:
                 best = instance
                 best_load = instance.inflight

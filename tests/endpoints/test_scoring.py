@@ -235,4 +235,5 @@ def test_it_deletes_the_endpoint_stopping_processes_and_freeing_ports(celery_wor
     for instance in instances:
         assert not launcher.is_running(instance.pid, str(instance.id))
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", instance.port))  # the port is free again
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not a listener
+            sock.bind(("127.0.0.1", instance.port))  # nothing listens there any more

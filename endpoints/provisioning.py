@@ -11,6 +11,8 @@ import logging
 import shutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 
 from django.conf import settings
@@ -35,6 +37,7 @@ from workspace import notifications
 logger = logging.getLogger(__name__)
 
 CRASH_LOOP_RESTARTS = 5
+HEARTBEAT_EVERY = 5.0
 PORT_TAKEN = "Address already in use"
 MAX_BACKOFF_SECONDS = 300
 
@@ -96,10 +99,16 @@ def _build_environment(deployment: Deployment):
     requirements = deployment.flow_version.requirements
     detail = "the base runtime" if not requirements.strip() else "the base runtime plus the flow's requirements.txt"
     deployment.set_phase(Phase.BUILDING_ENVIRONMENT, f"Preparing {detail} ({deployment.flow_version.environment}).")
-    try:
-        return flow_environment(requirements)
-    except EnvironmentBuildError as exc:
-        raise ProvisioningFailed(f"The environment could not be built. {exc}") from exc
+    # pip can take minutes: keep the heartbeat fresh so the reconciler does not take the job for dead
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        build = pool.submit(flow_environment, requirements)
+        while True:
+            try:
+                return build.result(timeout=HEARTBEAT_EVERY)
+            except FutureTimeout:
+                deployment.beat()
+            except EnvironmentBuildError as exc:
+                raise ProvisioningFailed(f"The environment could not be built. {exc}") from exc
 
 
 def _register_model(deployment: Deployment) -> None:

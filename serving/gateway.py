@@ -69,7 +69,7 @@ INSTANCE_DOWN_SECONDS = 5.0
 
 
 class _TooLarge(Exception):
-    pass
+    """The body grew past the deployment's limit while it was read."""
 
 
 def env_int(name: str, default: int) -> int:

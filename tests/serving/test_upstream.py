@@ -1,6 +1,7 @@
 """The gateway's HTTP client for instances, against small asyncio servers in the test process."""
 
 import asyncio
+import concurrent.futures
 
 import pytest
 
@@ -54,7 +55,9 @@ OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r
 
 
 def run(coroutine):
-    return asyncio.run(coroutine)
+    """Run on a loop of its own in a thread: the browser tests' Playwright keeps a loop in this one."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def test_it_reuses_a_kept_alive_connection():

@@ -69,13 +69,19 @@ class InstanceSpec:
 
 
 def start(spec: InstanceSpec) -> int:
-    """Start the instance detached and return its pid; output goes to spec.log_path."""
+    """Start the instance detached and return its pid once it runs gunicorn; output goes to spec.log_path.
+
+    Returning only after the exec matters: until then /proc/<pid>/cmdline is the worker's, and
+    is_running() would take the instance for dead.
+    """
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    read_end, write_end = os.pipe()
+    pid_read, pid_write = os.pipe()
+    exec_read, exec_write = os.pipe()  # close-on-exec: reading it gives EOF once the instance has exec'd
     child = os.fork()
     if child == 0:  # intermediate: fork the instance, exit so init adopts it
         try:
-            os.close(read_end)
+            os.close(pid_read)
+            os.close(exec_read)
             grandchild = os.fork()
             if grandchild == 0:
                 os.setsid()  # its own session and process group, so stop() can signal all its workers
@@ -84,24 +90,29 @@ def start(spec: InstanceSpec) -> int:
                 os.dup2(devnull, 0)
                 os.dup2(log, 1)
                 os.dup2(log, 2)
-                os.closerange(3, 1024)
+                os.closerange(3, exec_write)
+                os.closerange(exec_write + 1, 1024)
                 os.chdir(spec.flow_dir)
                 command = spec.command()
                 os.execve(command[0], command, spec.process_env())
-            os.write(write_end, str(grandchild).encode())
+            os.write(pid_write, str(grandchild).encode())
         finally:
             os._exit(0)
-    os.close(write_end)
+    os.close(pid_write)
+    os.close(exec_write)
     os.waitpid(child, 0)
-    with os.fdopen(read_end) as pipe:
-        return int(pipe.read() or 0)
+    with os.fdopen(pid_read) as pipe:
+        pid = int(pipe.read() or 0)
+    with os.fdopen(exec_read, "rb") as pipe:
+        pipe.read()  # EOF when the instance has exec'd gunicorn (or died trying)
+    return pid
 
 
 def is_running(pid: int | None, instance_id: str) -> bool:
     if not pid:
         return False
     cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.parent.parent.exists() and Path("/proc/self").exists():
+    if Path("/proc/self").exists():
         try:
             text = cmdline.read_bytes().decode(errors="replace")
         except OSError:

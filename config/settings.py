@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "workspace",
     "flows",
     "endpoints",
+    "wizard",
     "api",
 ]
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("api.urls")),
     path("flows/", include("flows.urls")),
+    path("deployments/", include("wizard.urls")),
     path("internal/", include("endpoints.urls_internal")),
     path("", include("workspace.urls")),
 ]

@@ -1,0 +1,140 @@
+"""A user deploys a flow with the wizard in the browser, driven by its labels, and the deployment answers
+through the gateway."""
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from support import wait_for
+
+from endpoints import services
+from endpoints.models import Deployment, DeploymentState, Endpoint
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+BODY = {"url": "https://www.youtube.com/watch?v=o5ZQyXaAv1g", "location": "LA"}
+ANSWER = {"category": "Movie", "evidence": "host www.youtube.com matches youtube.com", "location": "LA"}
+
+
+def _score(gateway_url, endpoint_name, deployment_name=None):
+    key = services.credentials(Endpoint.objects.get(name=endpoint_name))["primaryKey"]
+    headers = {"Authorization": f"Bearer {key}"}
+    if deployment_name:
+        headers["azureml-model-deployment"] = deployment_name
+    url = f"{gateway_url}/endpoints/{endpoint_name}/score"
+    wait_for(lambda: httpx.post(url, json=BODY, headers=headers, timeout=30).status_code == 200, timeout=15)
+    return httpx.post(url, json=BODY, headers=headers, timeout=30)
+
+
+def _settled(deployment: Deployment) -> None:
+    def done():
+        deployment.refresh_from_db()
+        return deployment.state in (DeploymentState.SUCCEEDED, DeploymentState.FAILED)
+
+    wait_for(done, timeout=180, message="the deployment did not settle")
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+
+
+def _open_wizard(page, live_server, version):
+    page.goto(f"{live_server.url}{version.get_absolute_url()}")
+    page.get_by_role("button", name="Deploy").click()
+    expect(page.get_by_role("heading", name="Basic settings")).to_be_visible()
+
+
+def _small_machine(page):
+    page.get_by_label("Virtual machine").select_option("Standard_DS1_v2")
+    page.get_by_label("Instance count").fill("1")
+    expect(page.locator("#capacity")).to_contain_text("For high availability, we recommend that you set the value")
+
+
+def _wait_succeeded(page):
+    expect(page.locator("#provisioning-state")).to_have_text("Succeeded", timeout=180_000)
+    expect(page.locator("#status")).not_to_have_attribute("hx-trigger", "every 1s")
+
+
+def test_it_deploys_a_new_endpoint_with_defaults(signed_in, live_server, celery_worker, gateway_url, import_flow):
+    page = signed_in
+    version = import_flow("web-classification-offline")
+    _open_wizard(page, live_server, version)
+    expect(page.get_by_label("New", exact=True)).to_be_checked()
+    name = page.get_by_label("Endpoint name", exact=True)
+    name.fill("ep-browser-new")
+    expect(page.locator("#name-check")).to_have_text("ep-browser-new is available.")
+    expect(page.get_by_label("Deployment name")).to_have_value("blue")
+    _small_machine(page)
+    page.get_by_role("button", name="Review + Create").click()
+
+    expect(page.get_by_role("heading", name="Review + Create")).to_be_visible()
+    expect(page.get_by_text("Key-based authentication")).to_be_visible()
+    page.get_by_role("button", name="Create", exact=True).click()
+
+    expect(page.get_by_role("heading", name="blue")).to_be_visible()
+    expect(page.get_by_text("/endpoints/ep-browser-new/score")).to_be_visible()
+    _wait_succeeded(page)
+    response = _score(gateway_url, "ep-browser-new")
+    assert response.status_code == 200
+    assert response.json() == ANSWER
+    assert response.headers["azureml-model-deployment"] == "blue"
+
+
+def test_it_adds_a_second_deployment_to_an_existing_endpoint(
+    signed_in, live_server, celery_worker, gateway_url, import_flow
+):
+    page = signed_in
+    version = import_flow("web-classification-offline")
+    endpoint = services.create_endpoint("ep-browser-two")
+    _settled(services.create_or_update_deployment(endpoint, "blue", version, vm_size="Standard_DS1_v2"))
+
+    _open_wizard(page, live_server, version)
+    page.get_by_label("Existing", exact=True).check()
+    page.get_by_label("Existing endpoint").select_option("ep-browser-two")
+    page.get_by_label("Deployment name").fill("green")
+    _small_machine(page)
+    page.get_by_role("button", name="Next").click()
+
+    expect(page.get_by_role("heading", name="Advanced settings: Endpoint")).to_be_visible()
+    expect(page.get_by_text("its settings stay as they are")).to_be_visible()
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_role("heading", name="Advanced settings: Deployment")).to_be_visible()
+    expect(page.get_by_text("Custom environments are not available yet.")).to_be_visible()
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_role("heading", name="Advanced settings: Outputs & connections")).to_be_visible()
+    expect(page.get_by_label("category (string)")).to_be_checked()
+    page.get_by_role("button", name="Review + Create").click()
+    page.get_by_role("button", name="Create", exact=True).click()
+
+    expect(page.get_by_role("heading", name="green")).to_be_visible()
+    _wait_succeeded(page)
+    assert sorted(endpoint.deployments.values_list("name", flat=True)) == ["blue", "green"]
+    response = _score(gateway_url, "ep-browser-two", "green")
+    assert response.status_code == 200
+    assert response.json() == ANSWER
+    assert response.headers["azureml-model-deployment"] == "green"
+
+
+def test_it_overwrites_an_existing_deployment_after_confirmation(
+    signed_in, live_server, celery_worker, gateway_url, import_flow
+):
+    page = signed_in
+    version = import_flow("web-classification-offline")
+    endpoint = services.create_endpoint("ep-browser-over")
+    blue = services.create_or_update_deployment(endpoint, "blue", version, vm_size="Standard_DS1_v2")
+    _settled(blue)
+
+    _open_wizard(page, live_server, version)
+    page.get_by_label("Existing", exact=True).check()
+    page.get_by_label("Existing endpoint").select_option("ep-browser-over")
+    _small_machine(page)
+    page.get_by_role("button", name="Review + Create").click()
+    expect(page.get_by_text("it will be overwritten with this configuration")).to_be_visible()
+    page.get_by_label("Overwrite the existing deployment").check()
+    page.get_by_role("button", name="Review + Create").click()
+
+    expect(page.get_by_text("Deployment blue on endpoint ep-browser-over will be overwritten")).to_be_visible()
+    page.get_by_role("button", name="Create", exact=True).click()
+    expect(page.get_by_role("heading", name="blue")).to_be_visible()
+    _wait_succeeded(page)
+    blue.refresh_from_db()
+    assert blue.generation == 2
+    response = _score(gateway_url, "ep-browser-over")
+    assert response.status_code == 200
+    assert response.json() == ANSWER

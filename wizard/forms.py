@@ -1,0 +1,306 @@
+"""One form per wizard step. Each validates its own fields on the server, with the services' rules."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils.datastructures import MultiValueDict
+
+from endpoints import capacity, services, sizes
+from endpoints.connections import connection_problems
+from endpoints.models import AuthType, Deployment, Endpoint, IdentityType, check_name
+from flows.models import FlowVersion
+from workspace.connections import connection_type_names
+
+HIGH_AVAILABILITY = "For high availability, we recommend that you set the value to at least 3"
+
+
+class TagsField(forms.CharField):
+    """Key-value pairs, one `key=value` a line."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "placeholder": "team=search\ncost-center=42"})
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return "\n".join(f"{k}={v}" for k, v in value.items())
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        tags = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            key, sep, val = line.partition("=")
+            if not sep or not key.strip():
+                raise ValidationError(f"Line {number}: write each tag as key=value.")
+            tags[key.strip()] = val.strip()
+        return tags
+
+
+def _service_errors(form: forms.Form, exc: ValidationError, fields: dict[str, str] | None = None) -> None:
+    """Put a service's ValidationError on the form fields it names (renamed through `fields`)."""
+    fields = fields or {}
+    for name, messages in exc.message_dict.items():
+        target = fields.get(name, name)
+        form.add_error(target if target in form.fields else None, messages)
+
+
+def suggested_endpoint_name(flow_version: FlowVersion) -> str:
+    base = re.sub(r"[^A-Za-z0-9-]+", "-", flow_version.flow.name).strip("-")
+    if not base or not base[0].isalpha():
+        base = f"ep-{base}".rstrip("-")
+    return f"{base[:26].rstrip('-')}-{secrets.token_hex(2)}"
+
+
+class StepForm(forms.Form):
+    def __init__(self, *args, draft, **kwargs):
+        self.draft = draft
+        self.flow_version = draft.flow_version
+        super().__init__(*args, **kwargs)
+
+    def initial_data(self) -> MultiValueDict:
+        """The form's defaults as submitted data, to validate a step the user skipped."""
+        data = MultiValueDict()
+        for name, field in self.fields.items():
+            value = self.get_initial_for_field(field, name)
+            if isinstance(field, forms.BooleanField):
+                if value:
+                    data[name] = "on"
+            elif isinstance(value, list | tuple):
+                data.setlist(name, [str(v) for v in value])
+            elif value is not None:
+                data[name] = str(field.prepare_value(value))
+        return data
+
+
+class BasicForm(StepForm):
+    endpoint_mode = forms.ChoiceField(
+        label="Endpoint", choices=[("new", "New"), ("existing", "Existing")], widget=forms.RadioSelect, initial="new"
+    )
+    endpoint_name = forms.CharField(label="Endpoint name", required=False, max_length=64)
+    existing_endpoint = forms.ChoiceField(label="Existing endpoint", required=False)
+    deployment_name = forms.CharField(label="Deployment name", max_length=64, initial="blue")
+    confirm_overwrite = forms.BooleanField(label="Overwrite the existing deployment", required=False)
+    vm_size = forms.ChoiceField(label="Virtual machine", initial=sizes.DEFAULT_SIZE)
+    instance_count = forms.IntegerField(label="Instance count", initial=1, min_value=1)
+    data_collection = forms.BooleanField(label="Inference data collection", required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.overwrite: Deployment | None = None
+        self.endpoint: Endpoint | None = None
+        self.fields["endpoint_name"].initial = suggested_endpoint_name(self.flow_version)
+        endpoints = Endpoint.objects.filter(deleting=False).order_by("name")
+        self.fields["existing_endpoint"].choices = [("", "Choose an endpoint")] + [(e.name, e.name) for e in endpoints]
+        free = capacity.free_mib()
+        self.fields["vm_size"].choices = [
+            (name, f"{name}: {size.summary}; {_fitting(free, size)} instance(s) fit in what is left")
+            for name, size in sizes.SIZES.items()
+        ]
+        self.fields["instance_count"].max_value = settings.FLOWDEPLOY_MAX_INSTANCES
+        self.fields["instance_count"].widget.attrs["max"] = settings.FLOWDEPLOY_MAX_INSTANCES
+        live = {"hx-get": self.draft.step_url("basic"), "hx-swap": "outerHTML", "hx-sync": "this:replace"}
+        self.fields["endpoint_name"].widget.attrs.update(
+            live, **{"hx-trigger": "input changed delay:300ms", "hx-target": "#name-check", "autocomplete": "off"}
+        )
+        for name in ("vm_size", "instance_count"):
+            self.fields[name].widget.attrs.update(
+                live,
+                **{"hx-trigger": "change, input changed delay:300ms", "hx-target": "#capacity"},
+                **{"hx-include": "closest form"},
+            )
+
+    def clean(self):
+        data = super().clean()
+        mode = data.get("endpoint_mode")
+        if mode == "new":
+            self._check_new_endpoint(data.get("endpoint_name") or "")
+        elif mode == "existing":
+            name = data.get("existing_endpoint")
+            self.endpoint = Endpoint.objects.filter(name=name, deleting=False).first() if name else None
+            if self.endpoint is None:
+                message = f"Endpoint {name} no longer exists." if name else "Choose an existing endpoint."
+                self.add_error("existing_endpoint", message)
+        deployment_name = data.get("deployment_name")
+        if deployment_name:
+            try:
+                check_name(deployment_name, "Deployment")
+            except ValidationError as exc:
+                self.add_error("deployment_name", exc.messages)
+                deployment_name = None
+        if deployment_name and self.endpoint is not None:
+            self._check_overwrite(deployment_name, data.get("confirm_overwrite"))
+        if data.get("vm_size") and data.get("instance_count"):
+            self._check_capacity(data["vm_size"], data["instance_count"])
+        return data
+
+    def _check_new_endpoint(self, name: str) -> None:
+        problem = endpoint_name_problem(name)
+        if problem:
+            self.add_error("endpoint_name", problem)
+
+    def _check_overwrite(self, name: str, confirmed: bool) -> None:
+        existing = self.endpoint.deployments.filter(name=name).first()
+        if existing is None:
+            return
+        self.overwrite = existing
+        if existing.is_busy:
+            self.add_error("deployment_name", f"Deployment {name} is {existing.state.lower()}; wait until it finishes.")
+        elif not confirmed:
+            self.add_error(
+                "confirm_overwrite",
+                f"Endpoint {self.endpoint.name} already has a deployment named {name}: it will be overwritten "
+                "with this configuration. Tick the box to confirm, or choose another deployment name.",
+            )
+
+    def _check_capacity(self, vm_size: str, count: int) -> None:
+        try:
+            services.clean_deployment_settings(self.flow_version, {"vm_size": vm_size, "instance_count": count})
+        except ValidationError as exc:
+            _service_errors(self, exc)
+            return
+        shortfall = capacity.shortfall_for(vm_size, count, excluding=self.overwrite)
+        if shortfall:
+            self.add_error("instance_count", shortfall)
+
+
+def _fitting(free_mib: int, size: sizes.VMSize) -> int:
+    return int(free_mib // (size.reserved_mib * (1 + sizes.UPGRADE_RESERVE)))
+
+
+def endpoint_name_problem(name: str) -> str:
+    """Why `name` cannot be a new endpoint's name, or an empty string."""
+    if not name:
+        return "Enter the endpoint name."
+    try:
+        check_name(name, "Endpoint")
+    except ValidationError as exc:
+        return exc.messages[0]
+    if Endpoint.objects.filter(name=name).exists():
+        return f"Endpoint name {name} is already taken."
+    return ""
+
+
+def capacity_line(vm_size: str, count: int, excluding: Deployment | None = None) -> dict:
+    """What the Instance count needs and what this machine has left, for the live capacity line."""
+    needed = capacity.reserved_mib(vm_size, count)
+    free = capacity.free_mib(excluding)
+    return {
+        "needed_gib": needed / 1024,
+        "free_gib": free / 1024,
+        "total_gib": capacity.total_mib() / 1024,
+        "fits": needed <= free,
+        "below_three": count < 3,
+        "advice": HIGH_AVAILABILITY,
+    }
+
+
+class EndpointForm(StepForm):
+    auth_type = forms.ChoiceField(
+        label="Authentication type", choices=AuthType.choices, widget=forms.RadioSelect, initial=AuthType.KEY
+    )
+    identity_type = forms.ChoiceField(
+        label="Identity type", choices=IdentityType.choices, widget=forms.RadioSelect, initial=IdentityType.SYSTEM
+    )
+    user_assigned_identity = forms.CharField(label="User-assigned identity", required=False, max_length=200)
+    enforce_access_to_connection_secrets = forms.BooleanField(
+        label="Enforce access to connection secrets", required=False, initial=True
+    )
+    tags = TagsField(label="Tags", required=False)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("identity_type") == IdentityType.USER:
+            if not data.get("user_assigned_identity", "").strip():
+                self.add_error("user_assigned_identity", "Name the user-assigned identity.")
+            data["enforce_access_to_connection_secrets"] = False
+        else:
+            data["user_assigned_identity"] = ""
+        return data
+
+    def endpoint_kwargs(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "auth_type": data["auth_type"],
+            "identity_type": data["identity_type"],
+            "user_assigned_identity": data["user_assigned_identity"].strip(),
+            "enforce_access_to_connection_secrets": data["enforce_access_to_connection_secrets"],
+            "tags": data["tags"],
+        }
+
+
+class DeploymentForm(StepForm):
+    tags = TagsField(label="Tags", required=False)
+    request_timeout_ms = forms.IntegerField(
+        label="Request timeout (ms)", initial=services.DEPLOYMENT_DEFAULTS["request_timeout_ms"]
+    )
+    max_concurrent_requests_per_instance = forms.IntegerField(
+        label="Max concurrent requests per instance",
+        initial=services.DEPLOYMENT_DEFAULTS["max_concurrent_requests_per_instance"],
+    )
+    app_insights_enabled = forms.BooleanField(label="Application Insights diagnostics", required=False)
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            services.clean_deployment_settings(self.flow_version, dict(data))
+        except ValidationError as exc:
+            _service_errors(self, exc)
+        return data
+
+
+def connection_field(name: str) -> str:
+    return f"connection__{name}"
+
+
+class OutputsForm(StepForm):
+    selected_outputs = forms.MultipleChoiceField(
+        label="Outputs",
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Select at least one output."},
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        outputs = self.flow_version.outputs
+        self.fields["selected_outputs"].choices = [
+            (name, f"{name} ({spec.get('type', 'string')})") for name, spec in outputs.items()
+        ]
+        self.fields["selected_outputs"].initial = list(outputs)
+        existing = connection_type_names()
+        self.connections = []
+        for entry in self.flow_version.connections:
+            name = entry["name"]
+            compatible = sorted(c for c, t in existing.items() if not entry.get("types") or t in entry["types"])
+            choices = [("", f"{name} (inherited from the flow)")]
+            choices += [(c, f"{c} ({existing[c]})") for c in compatible if c != name]
+            field = forms.ChoiceField(label=name, required=False, choices=choices)
+            self.fields[connection_field(name)] = field
+            self.connections.append({**entry, "field": connection_field(name), "exists": name in existing})
+
+    def clean(self):
+        data = super().clean()
+        problems = connection_problems(self.flow_version, self.overrides(data))
+        for problem in problems:
+            self.add_error(None, problem)
+        return data
+
+    def overrides(self, data: dict | None = None) -> dict[str, str]:
+        data = self.cleaned_data if data is None else data
+        result = {}
+        for entry in self.flow_version.connections:
+            value = data.get(connection_field(entry["name"]))
+            if value:
+                result[entry["name"]] = value
+        return result
+
+    def bound_connections(self):
+        return [{**entry, "bound": self[entry["field"]]} for entry in self.connections]

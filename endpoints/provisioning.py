@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from endpoints import capacity, publishing
@@ -33,6 +34,7 @@ from endpoints.models import (
 from flows.execution import IGNORED_IN_SNAPSHOT, EnvironmentBuildError, flow_environment
 from serving import launcher
 from workspace import notifications
+from workspace.models import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def provision(deployment_id: int) -> None:
 
 
 def _validate(deployment: Deployment) -> None:
-    deployment.set_phase(Phase.VALIDATING, "Checking the flow, its connections and this machine's capacity.")
+    _phase(deployment, Phase.VALIDATING, "Checking the flow, its connections and this machine's capacity.")
     problems = connection_problems(deployment.flow_version, deployment.connection_overrides)
     if problems:
         raise ProvisioningFailed(" ".join(problems))
@@ -98,7 +100,7 @@ def _validate(deployment: Deployment) -> None:
 def _build_environment(deployment: Deployment):
     requirements = deployment.flow_version.requirements
     detail = "the base runtime" if not requirements.strip() else "the base runtime plus the flow's requirements.txt"
-    deployment.set_phase(Phase.BUILDING_ENVIRONMENT, f"Preparing {detail} ({deployment.flow_version.environment}).")
+    _phase(deployment, Phase.BUILDING_ENVIRONMENT, f"Preparing {detail} ({deployment.flow_version.environment}).")
     # pip can take minutes: keep the heartbeat fresh so the reconciler does not take the job for dead
     with ThreadPoolExecutor(max_workers=1) as pool:
         build = pool.submit(flow_environment, requirements)
@@ -115,8 +117,10 @@ def _register_model(deployment: Deployment) -> None:
     version = deployment.flow_version
     if not version.snapshot_dir.is_dir():
         raise ProvisioningFailed(f"The snapshot of flow {version} is missing from {version.snapshot_dir}.")
-    deployment.set_phase(
-        Phase.REGISTERING_MODEL, f"Using flow {version.flow.name}, version {version.version} ({version.short_hash})."
+    _phase(
+        deployment,
+        Phase.REGISTERING_MODEL,
+        f"Using flow {version.flow.name}, version {version.version} ({version.short_hash}).",
     )
 
 
@@ -168,7 +172,8 @@ def start_instance(deployment: Deployment, instance: Instance, environment) -> I
 
 def _create_instances(deployment: Deployment, environment) -> list[Instance]:
     count = deployment.instance_count
-    deployment.set_phase(
+    _phase(
+        deployment,
         Phase.CREATING_DEPLOYMENT,
         f"Starting {count} instance(s) of {deployment.vm_size} ({deployment.size.workers} worker(s) each).",
     )
@@ -186,7 +191,7 @@ def _create_instances(deployment: Deployment, environment) -> list[Instance]:
 
 
 def _probe(deployment: Deployment, instances: list[Instance], environment) -> None:
-    deployment.set_phase(Phase.PROBING, "Waiting for every instance to answer its readiness probe.")
+    _phase(deployment, Phase.PROBING, "Waiting for every instance to answer its readiness probe.")
     port_retries = 0
     deadline = time.monotonic() + settings.FLOWDEPLOY_PROBE_TIMEOUT
     pending = {instance.pk: instance for instance in instances}
@@ -267,9 +272,41 @@ def _fail(deployment: Deployment, reason: str) -> None:
     _notify(deployment, f"{deployment} failed: {reason}{note}"[:1000], "error")
 
 
+NOTIFICATION_TITLE = "Prompt flow deployment"
+
+
+def _deployment_link(deployment: Deployment) -> str:
+    try:
+        return reverse("wizard:deployment", args=[deployment.endpoint.name, deployment.name])
+    except NoReverseMatch:
+        return ""
+
+
+def _progress(deployment: Deployment, body: str, level: str = "running") -> bool:
+    """Update the notification the wizard raised for this deployment, so the bell shows the phase."""
+    link = _deployment_link(deployment)
+    note = (
+        Notification.objects.filter(title=NOTIFICATION_TITLE, link=link).order_by("-created_at").first()
+        if link
+        else None
+    )
+    if note is None:
+        return False
+    notifications.update(note.pk, body=body, level=level)
+    return True
+
+
+def _phase(deployment: Deployment, phase: str, message: str) -> None:
+    deployment.set_phase(phase, message)
+    _progress(deployment, f"{deployment}: {message}")
+
+
 def _notify(deployment: Deployment, body: str, level: str) -> None:
+    if _progress(deployment, body, level):
+        return
     if deployment.created_by_id:
-        notifications.notify(deployment.created_by, "Prompt flow deployment", body, level=level)
+        link = _deployment_link(deployment)
+        notifications.notify(deployment.created_by, NOTIFICATION_TITLE, body, link=link, level=level)
 
 
 # --- deletion ---------------------------------------------------------------------------------

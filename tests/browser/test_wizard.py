@@ -75,6 +75,11 @@ def test_it_deploys_a_new_endpoint_with_defaults(signed_in, live_server, celery_
     assert response.json() == ANSWER
     assert response.headers["azureml-model-deployment"] == "blue"
 
+    # The one "Prompt flow deployment" notification followed the provisioning to its end.
+    page.locator(".bell summary").click()
+    expect(page.locator(".bell .panel")).to_contain_text("ep-browser-new/blue succeeded.", timeout=15_000)
+    expect(page.locator(".bell .panel").get_by_text("Prompt flow deployment")).to_have_count(1)
+
 
 def test_it_adds_a_second_deployment_to_an_existing_endpoint(
     signed_in, live_server, celery_worker, gateway_url, import_flow

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -48,11 +49,9 @@ CONCURRENCY = 8
 def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(OSError):  # not listening yet
             if predicate():
                 return
-        except OSError:
-            pass
         time.sleep(0.1)
     raise SystemExit(f"{what} did not happen within {timeout} s")
 

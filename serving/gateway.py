@@ -595,7 +595,7 @@ def _body_problem(body: bytes) -> str | None:
             text = body.decode()
             _, end = _scan_json(text, 0)
         except (UnicodeDecodeError, ValueError, StopIteration):
-            pass  # the full parse below says what is wrong
+            end = -1  # not the fast case: the full parse below says what is wrong
         else:
             if end == len(text) or not text[end:].strip(_JSON_WHITESPACE):
                 return None

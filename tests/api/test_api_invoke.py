@@ -36,7 +36,7 @@ class FakeGateway:
                 self.wfile.write(payload)
 
             def log_message(self, *args):
-                pass
+                """Keep the test output quiet."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"

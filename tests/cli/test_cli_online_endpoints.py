@@ -137,7 +137,7 @@ class Scorer:
                 self.wfile.write(payload)
 
             def log_message(self, *args):
-                pass
+                """Keep the test output quiet."""
 
         self.expected = ""
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -7,9 +7,9 @@ instances of its generation that are already running, and only then starts what 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from config import local_services
 from endpoints import capacity, publishing
 from endpoints.connections import connection_problems, provider_url
 from endpoints.models import (
@@ -31,7 +32,7 @@ from endpoints.models import (
     InstanceState,
     Phase,
 )
-from flows.execution import IGNORED_IN_SNAPSHOT, EnvironmentBuildError, flow_environment
+from flows.execution import EnvironmentBuildError, flow_environment, writable_copy
 from serving import launcher
 from workspace import notifications
 from workspace.models import Notification
@@ -124,15 +125,7 @@ def _register_model(deployment: Deployment) -> None:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def instance_env_vars(deployment: Deployment) -> dict[str, str]:
-    import json
-
     env = {str(k): str(v) for k, v in deployment.environment_variables.items()}
     outputs = list(deployment.flow_version.outputs)
     if deployment.selected_outputs and set(deployment.selected_outputs) != set(outputs):
@@ -147,15 +140,13 @@ def start_instance(deployment: Deployment, instance: Instance, environment) -> I
     flow_dir = instance.folder / "flow"
     if flow_dir.exists():
         shutil.rmtree(flow_dir)
-    shutil.copytree(deployment.flow_version.snapshot_dir, flow_dir, ignore=shutil.ignore_patterns(*IGNORED_IN_SNAPSHOT))
-    for path in [flow_dir, *flow_dir.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    writable_copy(deployment.flow_version.snapshot_dir, flow_dir)
     size = deployment.size
     spec = launcher.InstanceSpec(
         instance_id=str(instance.id),
         flow_dir=flow_dir,
         environment=environment,
-        port=free_port(),
+        port=local_services.free_port(),
         workers=size.workers,
         threads=size.threads,
         log_path=instance.log_path,

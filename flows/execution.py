@@ -37,17 +37,20 @@ def flow_environment(requirements: str) -> Environment:
     )
 
 
+def writable_copy(snapshot: Path, target: Path) -> Path:
+    """Copy a read-only snapshot to a folder promptflow may write into (it writes .promptflow/)."""
+    shutil.copytree(snapshot, target, ignore=shutil.ignore_patterns(*IGNORED_IN_SNAPSHOT))
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
 @contextmanager
 def scratch_copy(snapshot: Path) -> Iterator[Path]:
     """A throwaway copy of a snapshot: promptflow writes into the flow folder, snapshots stay untouched."""
     Path(settings.FLOWDEPLOY_RUNS_DIR).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=settings.FLOWDEPLOY_RUNS_DIR) as scratch:
-        target = Path(scratch) / "flow"
-        shutil.copytree(snapshot, target, ignore=shutil.ignore_patterns(*IGNORED_IN_SNAPSHOT))
-        for path in target.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        target.chmod(0o755)
-        yield target
+        yield writable_copy(snapshot, Path(scratch) / "flow")
 
 
 def _command(env: Environment, *args: str) -> list[str]:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/v1/", include("api.urls")),
     path("flows/", include("flows.urls")),
     path("deployments/", include("wizard.urls")),
+    path("", include("endpoints.urls")),
     path("internal/", include("endpoints.urls_internal")),
     path("", include("workspace.urls")),
 ]

@@ -6,6 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from endpoints import sizes
@@ -53,6 +54,8 @@ class Endpoint(models.Model):
     auth_type = models.CharField(max_length=16, choices=AuthType.choices, default=AuthType.KEY)
     identity_type = models.CharField(max_length=20, choices=IdentityType.choices, default=IdentityType.SYSTEM)
     user_assigned_identity = models.CharField(max_length=200, blank=True)
+    # The principal of the endpoint's system-assigned identity; role assignments name it.
+    principal_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     enforce_access_to_connection_secrets = models.BooleanField(default=True)
     tags = models.JSONField(default=dict, blank=True)
     traffic = models.JSONField(default=dict, blank=True)
@@ -148,6 +151,9 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint.name}/{self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("endpoints:detail", args=[self.endpoint.name, self.name])
 
     @property
     def size(self) -> sizes.VMSize:

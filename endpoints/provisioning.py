@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from config import local_services
@@ -267,10 +267,7 @@ NOTIFICATION_TITLE = "Prompt flow deployment"
 
 
 def _deployment_link(deployment: Deployment) -> str:
-    try:
-        return reverse("wizard:deployment", args=[deployment.endpoint.name, deployment.name])
-    except NoReverseMatch:
-        return ""
+    return deployment.get_absolute_url()
 
 
 def _progress(deployment: Deployment, body: str, level: str = "running") -> bool:
@@ -311,35 +308,55 @@ def stop_all_instances(deployment: Deployment) -> None:
         shutil.rmtree(instance.folder, ignore_errors=True)
 
 
-def delete_deployment(deployment_id: int) -> None:
+def _deletion_progress(notification_id: int | None, body: str, level: str = "running") -> None:
+    if notification_id:
+        notifications.update(notification_id, body=body, level=level)
+
+
+def delete_deployment(deployment_id: int, notification_id: int | None = None) -> None:
     deployment = Deployment.objects.select_related("endpoint").filter(pk=deployment_id).first()
     if deployment is None or deployment.state != DeploymentState.DELETING:
+        if deployment is None:
+            _deletion_progress(notification_id, "The deployment was already deleted.", "success")
         return
     endpoint = deployment.endpoint
     deployment.set_phase(Phase.DELETING, "Removing the deployment from the endpoint's routing.")
+    _deletion_progress(notification_id, f"Deleting {deployment}: draining requests in flight.")
     version = publishing.publish(endpoint)
     live = list(deployment.instances.filter(state__in=LIVE_INSTANCE_STATES))
     publishing.wait_until_drained(endpoint, version, live, deployment.request_timeout_ms / 1000 + 5)
+    _deletion_progress(notification_id, f"Deleting {deployment}: stopping {len(live)} instance(s).")
     stop_all_instances(deployment)
     name, owner = str(deployment), deployment.created_by
     deployment.delete()
-    if owner:
-        notifications.notify(owner, "Prompt flow deployment", f"{name} was deleted.", level="success")
+    body = f"{name} was deleted; its instances were stopped."
+    if notification_id:
+        _deletion_progress(notification_id, body, "success")
+    elif owner:
+        notifications.notify(owner, "Delete deployment", body, link=reverse("endpoints:list"), level="success")
 
 
-def delete_endpoint(endpoint_id: int) -> None:
+def delete_endpoint(endpoint_id: int, notification_id: int | None = None) -> None:
     from endpoints.models import Endpoint
 
     endpoint = Endpoint.objects.filter(pk=endpoint_id, deleting=True).first()
     if endpoint is None:
+        if not Endpoint.objects.filter(pk=endpoint_id).exists():
+            _deletion_progress(notification_id, "The endpoint was already deleted.", "success")
         return
+    _deletion_progress(notification_id, f"Deleting endpoint {endpoint.name}: revoking its keys and routing.")
     publishing.withdraw(endpoint.name)  # keys and routing gone from the gateway first
-    for deployment in endpoint.deployments.all():
+    deployments = list(endpoint.deployments.all())
+    for deployment in deployments:
+        _deletion_progress(notification_id, f"Deleting endpoint {endpoint.name}: stopping {deployment.name}.")
         stop_all_instances(deployment)
     name, owner = endpoint.name, endpoint.created_by
     endpoint.delete()
-    if owner:
-        notifications.notify(owner, "Endpoint", f"Endpoint {name} was deleted.", level="success")
+    body = f"Endpoint {name} was deleted with {len(deployments)} deployment(s); its keys no longer work."
+    if notification_id:
+        _deletion_progress(notification_id, body, "success")
+    elif owner:
+        notifications.notify(owner, "Delete endpoint", body, link=reverse("endpoints:list"), level="success")
 
 
 # --- reconciling ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 
 from endpoints import capacity, publishing, sizes
 from endpoints.connections import connection_problems
@@ -22,7 +23,7 @@ from endpoints.models import (
 )
 from flows.models import FlowVersion
 from serving import auth
-from workspace import audit
+from workspace import audit, notifications
 from workspace.connections import connection_type_names
 
 KEY_NAMES = ("primary", "secondary")
@@ -168,8 +169,23 @@ def regenerate_key(endpoint: Endpoint, which: str, user=None) -> Endpoint:
         locked.save(update_fields=["keys_encrypted", "updated_at"])
         audit.record(_user(user), "endpoint.regenerate_key", endpoint.name, key=which)
     publishing.publish(locked)  # the old key stops working as soon as the gateway applies this
+    if _user(user):
+        notifications.notify(
+            user,
+            "Keys regenerated",
+            f"The {which} key of endpoint {endpoint.name} was regenerated; the old one no longer works.",
+            link=_consume_link(endpoint),
+            level="success",
+        )
     endpoint.refresh_from_db()
     return endpoint
+
+
+def _consume_link(endpoint: Endpoint) -> str:
+    first = endpoint.deployments.order_by("name").first()
+    if first is None:
+        return reverse("endpoints:list")
+    return reverse("endpoints:consume", args=[endpoint.name, first.name])
 
 
 def issue_token(endpoint: Endpoint) -> dict:
@@ -180,6 +196,14 @@ def issue_token(endpoint: Endpoint) -> dict:
     return auth.issue_token(endpoint.name, auth.signing_key(settings.FLOWDEPLOY_SECRET_KEY or settings.SECRET_KEY))
 
 
+def _deletion_notice(user, title: str, what: str) -> int | None:
+    """The long-running deletion's notification; the task moves it to its final state."""
+    if not _user(user):
+        return None
+    note = notifications.notify(user, title, f"Deleting {what}…", link=reverse("endpoints:list"), level="running")
+    return note.pk
+
+
 def delete_endpoint(endpoint: Endpoint, user=None) -> None:
     from endpoints import tasks
 
@@ -187,7 +211,8 @@ def delete_endpoint(endpoint: Endpoint, user=None) -> None:
         Endpoint.objects.filter(pk=endpoint.pk).update(deleting=True)
         endpoint.deployments.update(state=DeploymentState.DELETING, phase=Phase.DELETING)
         audit.record(_user(user), "endpoint.delete", endpoint.name)
-        transaction.on_commit(lambda: tasks.delete_endpoint.delay(endpoint.pk))
+        notice = _deletion_notice(user, "Delete endpoint", f"endpoint {endpoint.name}")
+        transaction.on_commit(lambda: tasks.delete_endpoint.delay(endpoint.pk, notice))
 
 
 # --- deployments ------------------------------------------------------------------------------
@@ -343,4 +368,5 @@ def delete_deployment(deployment: Deployment, user=None) -> None:
         mirror = {k: v for k, v in endpoint.mirror_traffic.items() if k != deployment.name}
         Endpoint.objects.filter(pk=endpoint.pk).update(traffic=traffic, mirror_traffic=mirror)
         audit.record(_user(user), "deployment.delete", str(deployment))
-        transaction.on_commit(lambda: tasks.delete_deployment.delay(deployment.pk))
+        notice = _deletion_notice(user, "Delete deployment", f"deployment {deployment}")
+        transaction.on_commit(lambda: tasks.delete_deployment.delay(deployment.pk, notice))

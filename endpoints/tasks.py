@@ -9,13 +9,13 @@ def provision(deployment_id: int) -> None:
 
 
 @shared_task(acks_late=True)
-def delete_deployment(deployment_id: int) -> None:
-    provisioning.delete_deployment(deployment_id)
+def delete_deployment(deployment_id: int, notification_id: int | None = None) -> None:
+    provisioning.delete_deployment(deployment_id, notification_id)
 
 
 @shared_task(acks_late=True)
-def delete_endpoint(endpoint_id: int) -> None:
-    provisioning.delete_endpoint(endpoint_id)
+def delete_endpoint(endpoint_id: int, notification_id: int | None = None) -> None:
+    provisioning.delete_endpoint(endpoint_id, notification_id)
 
 
 @shared_task

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from endpoints import views
+from endpoints.views import internal as views
 
 urlpatterns = [
     path("connection-provider/<str:token>/connections", views.connection_provider_list),

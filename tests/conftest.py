@@ -229,3 +229,56 @@ def gateway_url(redis_url) -> Iterator[str]:
     process.terminate()
     process.wait(timeout=10)
     log.close()
+
+
+@pytest.fixture
+def deploy(celery_worker, gateway_url, import_flow, settings) -> Callable:
+    """Deploy a fixture flow through the services, provisioned by the real worker; wait until it succeeded
+    and the real gateway answers for it. The studio (live_server) talks to this session's gateway."""
+    from endpoints import services
+    from endpoints.models import AuthType, DeploymentState, Endpoint
+
+    settings.FLOWDEPLOY_GATEWAY_URL = gateway_url
+
+    def deployer(flow: str, endpoint: str = "ep-pages", name: str = "blue", auth_type=AuthType.KEY, **values):
+        version = import_flow(flow)
+        target = Endpoint.objects.filter(name=endpoint).first() or services.create_endpoint(
+            endpoint, auth_type=auth_type
+        )
+        values.setdefault("vm_size", "Standard_DS1_v2")
+        deployment = services.create_or_update_deployment(target, name, version, **values)
+
+        def settled() -> bool:
+            deployment.refresh_from_db()
+            return deployment.state in (DeploymentState.SUCCEEDED, DeploymentState.FAILED)
+
+        wait_for(settled, timeout=180, message=f"{deployment} stayed {deployment.state}/{deployment.phase}")
+        assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+        wait_for(
+            lambda: gateway_applied(gateway_url, deployment),
+            timeout=15,
+            message=f"the gateway did not route {deployment}",
+        )
+        return deployment
+
+    return deployer
+
+
+def gateway_applied(gateway_url: str, deployment) -> bool:
+    """The gateway knows the deployment once a pinned request gets past routing (any answer but 401/404/503)."""
+    import httpx
+
+    from endpoints import services
+    from endpoints.models import AuthType
+
+    endpoint = deployment.endpoint
+    if endpoint.auth_type == AuthType.KEY:
+        credential = services.credentials(endpoint)["primaryKey"]
+    else:
+        credential = services.issue_token(endpoint)["accessToken"]
+    headers = {"Authorization": f"Bearer {credential}", "azureml-model-deployment": deployment.name}
+    try:
+        answer = httpx.post(f"{gateway_url}{endpoint.scoring_path}", json={}, headers=headers, timeout=30)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code not in (401, 404, 503)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils.datastructures import MultiValueDict
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from endpoints import services, sizes
-from endpoints.models import Deployment, DeploymentState, Endpoint, IdentityType
+from endpoints.models import Deployment, DeploymentState, Endpoint
 from flows.models import FlowVersion
 from wizard.forms import BasicForm, DeploymentForm, EndpointForm, OutputsForm, capacity_line, endpoint_name_problem
 from wizard.models import STEP_TITLES, STEPS, DeploymentDraft
@@ -58,7 +56,7 @@ def _draft(request, draft_id) -> DeploymentDraft:
 
 
 def deployment_url(deployment: Deployment) -> str:
-    return reverse("wizard:deployment", args=[deployment.endpoint.name, deployment.name])
+    return deployment.get_absolute_url()
 
 
 def _raw(request) -> dict[str, list[str]]:
@@ -314,32 +312,3 @@ def _create_rows(request, draft: DeploymentDraft) -> Deployment:
         selected_outputs=outputs.cleaned_data["selected_outputs"],
         connection_overrides=outputs.overrides(),
     )
-
-
-# --- deployment pages -------------------------------------------------------------------------
-
-
-@login_required
-@require_GET
-def deployments(request):
-    endpoints = Endpoint.objects.prefetch_related("deployments").order_by("name")
-    return render(request, "wizard/deployments.html", {"endpoints": endpoints})
-
-
-@login_required
-@require_GET
-def deployment(request, endpoint: str, name: str):
-    found = get_object_or_404(
-        Deployment.objects.select_related("endpoint", "flow_version__flow"), endpoint__name=endpoint, name=name
-    )
-    context = {
-        "deployment": found,
-        "endpoint": found.endpoint,
-        "events": found.events.all(),
-        "scoring_url": f"{settings.FLOWDEPLOY_GATEWAY_URL}{found.endpoint.scoring_path}",
-        "identity_user": IdentityType.USER,
-    }
-    template = "wizard/deployment_detail.html"
-    if request.htmx and not request.htmx.boosted:
-        template += "#status"
-    return render(request, template, context)

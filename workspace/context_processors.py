@@ -7,15 +7,17 @@ BELL_SIZE = 10
 
 
 def notifications(request: HttpRequest) -> dict:
-    """`notifications` (latest 10) and `unread_notifications` (count) for the bell.
+    """`notifications` (latest 10), `unread_notifications` (count) and `notifications_running` for the bell.
 
-    Both are lazy: a page that does not show the bell runs no query; one that does runs two.
+    All are lazy: a page that does not show the bell runs no query; one that does runs three.
     """
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"notifications": [], "unread_notifications": 0}
+        return {"notifications": [], "unread_notifications": 0, "notifications_running": False}
     mine = Notification.objects.filter(user=user)
     return {
         "notifications": mine[:BELL_SIZE],
         "unread_notifications": SimpleLazyObject(lambda: mine.filter(read_at=None).count()),
+        # A running job's notification changes phase by phase: poll faster while there is one.
+        "notifications_running": SimpleLazyObject(lambda: mine.filter(level=Notification.Level.RUNNING).exists()),
     }

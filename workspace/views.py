@@ -160,7 +160,8 @@ def _bell(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def bell(request: HttpRequest) -> HttpResponse:
-    """The bell's panel and (out of band) its unread count; the panel polls this every 5 s.
+    """The bell's panel and (out of band) its unread count; the panel polls this every 2 s while a job runs,
+    else every 10 s.
 
     Signed out (the session expired), it answers 286 so htmx stops polling instead of
     swapping the sign-in page into the panel.

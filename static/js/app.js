@@ -6,3 +6,11 @@ document.addEventListener("click", (event) => {
     button.textContent = "Copied";
   });
 });
+
+// A form the server refused (422) comes back with its errors: swap it in like a success.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.xhr.status === 422) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});

@@ -86,7 +86,7 @@ def test_it_gives_anonymous_users_an_empty_bell(django_assert_num_queries):
     request.user = AnonymousUser()
     with django_assert_num_queries(0):
         context = bell_context(request)
-    assert context == {"notifications": [], "unread_notifications": 0}
+    assert context == {"notifications": [], "unread_notifications": 0, "notifications_running": False}
 
 
 def test_it_shows_the_bell_on_pages(user_client, user):
@@ -95,8 +95,15 @@ def test_it_shows_the_bell_on_pages(user_client, user):
     html = user_client.get(reverse("workspace:connections")).content.decode()
     assert '<details class="bell"' in html
     assert '<span id="bell-count" class="count">1</span>' in html
-    assert 'hx-get="/notifications/bell/" hx-trigger="every 5s" hx-swap="outerHTML"' in html
+    assert 'hx-get="/notifications/bell/" hx-trigger="every 2s" hx-swap="outerHTML"' in html
     assert "Bulk test run" in html
+
+
+def test_it_polls_slower_when_no_job_is_running(user_client, user):
+    """A running job's phase shows within 2 s; with nothing running the bell polls every 10 s."""
+    notifications.notify(user, "Keys regenerated", level="success")
+    html = user_client.get(reverse("workspace:connections")).content.decode()
+    assert 'hx-get="/notifications/bell/" hx-trigger="every 10s" hx-swap="outerHTML"' in html
 
 
 def test_it_returns_the_bell_fragment(user_client, user, django_user_model):

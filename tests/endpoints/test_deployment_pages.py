@@ -1,0 +1,292 @@
+"""The Deployments list and a deployment's Details tab: state, events, properties, polling only while busy,
+and the traffic, scale and delete actions (their Celery work is captured, not run: the browser tests run it)."""
+
+import pytest
+
+from endpoints import services
+from endpoints.models import Deployment, DeploymentState, Endpoint, Instance, InstanceState
+from workspace.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def flow_version(import_flow):
+    return import_flow("web-classification-offline")
+
+
+@pytest.fixture
+def deployment(flow_version, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        endpoint = services.create_endpoint("ep-pages", tags={"team": "search"})
+        return services.create_or_update_deployment(endpoint, "blue", flow_version, vm_size="Standard_DS1_v2")
+
+
+def _succeed(deployment: Deployment, traffic: int | None = 100) -> Deployment:
+    Deployment.objects.filter(pk=deployment.pk).update(state=DeploymentState.SUCCEEDED, phase="Succeeded")
+    if traffic is not None:
+        Endpoint.objects.filter(pk=deployment.endpoint_id).update(traffic={deployment.name: traffic})
+    deployment.refresh_from_db()
+    return deployment
+
+
+@pytest.fixture
+def green(flow_version, deployment, django_capture_on_commit_callbacks):
+    _succeed(deployment)
+    with django_capture_on_commit_callbacks(execute=False):
+        other = services.create_or_update_deployment(
+            deployment.endpoint, "green", flow_version, vm_size="Standard_DS1_v2"
+        )
+    return _succeed(other, traffic=None)
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("viewer", password="viewer-pass-1"))
+    return client
+
+
+# --- the list ---------------------------------------------------------------------------------
+
+
+def test_it_lists_endpoints_and_their_deployments(admin_client, deployment):
+    html = admin_client.get("/deployments/").content.decode()
+    assert "ep-pages" in html
+    assert 'href="/deployments/ep-pages/blue/"' in html
+    assert '<span class="badge creating">Creating</span>' in html
+    assert "Standard_DS1_v2" in html
+    assert "(0 healthy)" in html
+
+
+def test_it_counts_healthy_instances_of_the_live_generation_only(admin_client, deployment):
+    Deployment.objects.filter(pk=deployment.pk).update(live_generation=1, state=DeploymentState.SUCCEEDED)
+    Instance.objects.create(deployment=deployment, generation=1, ordinal=1, state=InstanceState.READY)
+    Instance.objects.create(deployment=deployment, generation=1, ordinal=2, state=InstanceState.CRASHED)
+    Instance.objects.create(deployment=deployment, generation=0, ordinal=1, state=InstanceState.READY)
+    html = admin_client.get("/deployments/").content.decode()
+    assert "(1 healthy)" in html
+
+
+def test_it_polls_the_list_only_while_something_is_busy(admin_client, deployment):
+    assert 'hx-trigger="every 2s"' in admin_client.get("/deployments/").content.decode()
+    _succeed(deployment)
+    fragment = admin_client.get("/deployments/", HTTP_HX_REQUEST="true").content.decode()
+    assert fragment.strip().startswith('<div id="rows"')
+    assert "hx-trigger" not in fragment
+    assert 'data-busy="false"' in fragment
+
+
+def test_it_searches_and_filters_by_state(admin_client, deployment, green, flow_version):
+    Deployment.objects.filter(pk=green.pk).update(state=DeploymentState.FAILED)
+    other = services.create_endpoint("ep-other")
+    Deployment.objects.create(endpoint=other, name="red", flow_version=flow_version, state=DeploymentState.SUCCEEDED)
+
+    html = admin_client.get("/deployments/", {"q": "gree"}).content.decode()
+    assert 'data-deployment="green"' in html
+    assert 'data-deployment="blue"' not in html
+    assert 'data-endpoint="ep-other"' not in html
+
+    html = admin_client.get("/deployments/", {"q": "ep-oth"}).content.decode()
+    assert 'data-deployment="red"' in html
+    assert 'data-endpoint="ep-pages"' not in html
+
+    html = admin_client.get("/deployments/", {"state": "Failed"}).content.decode()
+    assert 'data-deployment="green"' in html
+    assert 'data-deployment="blue"' not in html
+    assert 'data-deployment="red"' not in html
+
+    html = admin_client.get("/deployments/", {"q": "nothing-like-this"}).content.decode()
+    assert "No endpoints match this search." in html
+
+
+def test_it_shows_the_traffic_split_and_mirror_in_the_list(admin_client, green):
+    services.set_traffic(green.endpoint, {"blue": 100}, {"green": 20})
+    html = admin_client.get("/deployments/").content.decode()
+    assert "100%" in html
+    assert "(mirror 20%)" in html
+
+
+# --- Details ----------------------------------------------------------------------------------
+
+
+def test_it_polls_the_details_while_the_deployment_is_being_created(admin_client, deployment, settings):
+    response = admin_client.get("/deployments/ep-pages/blue/")
+    html = response.content.decode()
+    assert 'hx-trigger="every 1s"' in html
+    assert f"{settings.FLOWDEPLOY_GATEWAY_URL}/endpoints/ep-pages/score" in html
+    assert f"{settings.FLOWDEPLOY_GATEWAY_URL}/endpoints/ep-pages/swagger.json" in html
+    assert "provisioning is queued" in html
+    fragment = admin_client.get("/deployments/ep-pages/blue/", HTTP_HX_REQUEST="true").content.decode()
+    assert fragment.strip().startswith('<div id="status"')
+    assert "<html" not in fragment
+
+
+def test_it_stops_polling_when_final_and_shows_the_failure_reason(admin_client, deployment):
+    Deployment.objects.filter(pk=deployment.pk).update(state=DeploymentState.FAILED, failure_reason="Out of luck.")
+    fragment = admin_client.get("/deployments/ep-pages/blue/", HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in fragment
+    assert 'data-state="Failed"' in fragment
+    assert "Out of luck." in fragment
+
+
+def test_it_shows_the_properties_of_endpoint_and_deployment(admin_client, deployment):
+    html = admin_client.get("/deployments/ep-pages/blue/").content.decode()
+    for label in (
+        "Authentication type",
+        "Key-based authentication",
+        "System-assigned",
+        "Principal ID",
+        str(deployment.endpoint.principal_id),
+        "Virtual machine",
+        "Environment",
+        "Outputs",
+        "All outputs (category, evidence, location)",
+        "Connections",
+        "team: search",
+        "Request timeout",
+        "Created by",
+    ):
+        assert label in html, label
+    for tab in ("Details", "Test", "Consume", "Logs"):
+        assert f">{tab}</a>" in html
+
+
+def test_it_shows_no_keys(admin_client, deployment):
+    html = admin_client.get("/deployments/ep-pages/blue/").content.decode()
+    for key in services.credentials(deployment.endpoint).values():
+        assert key not in html
+
+
+def test_it_answers_404_for_an_unknown_deployment(admin_client):
+    assert admin_client.get("/deployments/nope/blue/").status_code == 404
+
+
+def test_it_hides_the_actions_from_users_without_rights(viewer_client, deployment):
+    html = viewer_client.get("/deployments/ep-pages/blue/").content.decode()
+    assert "Update traffic" not in html
+    assert "Delete endpoint" not in html
+    assert viewer_client.post("/endpoints/ep-pages/traffic/", {"deployment": "blue"}).status_code == 403
+    assert viewer_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": 2}).status_code == 403
+    assert viewer_client.get("/deployments/ep-pages/blue/delete/").status_code == 403
+    assert viewer_client.post("/endpoints/ep-pages/delete/").status_code == 403
+    assert Endpoint.objects.filter(name="ep-pages", deleting=False).exists()
+
+
+# --- traffic ----------------------------------------------------------------------------------
+
+
+def test_it_updates_the_traffic_split(admin_client, green):
+    response = admin_client.post(
+        "/endpoints/ep-pages/traffic/",
+        {"deployment": "blue", "traffic-blue": "70", "traffic-green": "30", "mirror-blue": "0", "mirror-green": "0"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    assert "Traffic of ep-pages updated: blue 70%, green 30%." in response.content.decode()
+    assert Endpoint.objects.get(name="ep-pages").traffic == {"blue": 70, "green": 30}
+
+
+def test_it_refuses_weights_that_do_not_sum_to_100_and_keeps_what_was_typed(admin_client, green):
+    response = admin_client.post(
+        "/endpoints/ep-pages/traffic/",
+        {"deployment": "blue", "traffic-blue": "70", "traffic-green": "20"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "Traffic must add up to 100%, not 90%." in html
+    assert 'name="traffic-green" id="traffic-green" aria-label="Traffic for green" value="20"' in html
+    assert Endpoint.objects.get(name="ep-pages").traffic == {"blue": 100}
+
+
+def test_it_names_the_deployment_of_a_bad_weight(admin_client, green):
+    response = admin_client.post("/endpoints/ep-pages/traffic/", {"deployment": "blue", "traffic-green": "lots"})
+    assert response.status_code == 422
+    assert "Traffic for green must be a whole number of percent, not &#x27;lots&#x27;." in response.content.decode()
+
+
+def test_it_sets_mirror_traffic_within_azures_rules(admin_client, green):
+    ok = admin_client.post(
+        "/endpoints/ep-pages/traffic/", {"deployment": "blue", "traffic-blue": "100", "mirror-green": "10"}
+    )
+    assert ok.status_code == 302
+    assert Endpoint.objects.get(name="ep-pages").mirror_traffic == {"green": 10}
+    too_much = admin_client.post(
+        "/endpoints/ep-pages/traffic/", {"deployment": "blue", "traffic-blue": "100", "mirror-green": "60"}
+    )
+    assert too_much.status_code == 422
+    assert "Mirror traffic is at most 50% (green)." in too_much.content.decode()
+
+
+# --- scale ------------------------------------------------------------------------------------
+
+
+def test_it_scales_by_rolling_out_the_same_flow_version(admin_client, deployment, django_capture_on_commit_callbacks):
+    _succeed(deployment)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "2"})
+    assert response.status_code == 302
+    deployment.refresh_from_db()
+    assert (deployment.instance_count, deployment.state, deployment.generation) == (2, DeploymentState.UPDATING, 2)
+    assert len(callbacks) == 1  # the provisioning task, on commit
+    note = Notification.objects.get(title="Prompt flow deployment")
+    assert note.link == "/deployments/ep-pages/blue/"
+    assert "Scaling ep-pages/blue to 2 instance(s)" in note.body
+
+
+def test_it_refuses_a_scale_that_does_not_fit_or_is_not_a_number(admin_client, deployment, settings):
+    _succeed(deployment)
+    settings.FLOWDEPLOY_MAX_INSTANCES = 3
+    response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "5"})
+    assert response.status_code == 422
+    assert "Instance count must be between 1 and 3." in response.content.decode()
+    response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "many"})
+    assert "Instance count must be a whole number." in response.content.decode()
+    deployment.refresh_from_db()
+    assert (deployment.instance_count, deployment.state) == (1, DeploymentState.SUCCEEDED)
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+
+def test_it_confirms_a_deployment_delete_naming_what_is_lost(admin_client, deployment):
+    _succeed(deployment)
+    html = admin_client.get("/deployments/ep-pages/blue/delete/").content.decode()
+    assert "Delete deployment blue of endpoint ep-pages?" in html
+    assert "Its 0 running instance(s)" in html
+    assert "Its instance logs and its event history." in html
+    assert "The 100% of the endpoint&#x27;s traffic it receives" in html
+    assert Deployment.objects.get(pk=deployment.pk).state == DeploymentState.SUCCEEDED
+
+
+def test_it_deletes_a_deployment_as_a_long_job_with_its_notification(
+    admin_client, green, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post("/deployments/ep-pages/green/delete/")
+    assert response["Location"] == "/deployments/"
+    assert Deployment.objects.get(pk=green.pk).state == DeploymentState.DELETING
+    assert len(callbacks) == 1
+    note = Notification.objects.get(title="Delete deployment")
+    assert (note.level, note.body) == ("running", "Deleting deployment ep-pages/green…")
+
+
+def test_it_refuses_to_delete_a_deployment_that_still_gets_traffic(admin_client, green):
+    response = admin_client.post("/deployments/ep-pages/blue/delete/")
+    assert response.status_code == 422
+    assert "blue still receives 100% of the traffic; move it to another deployment first." in response.content.decode()
+    assert Deployment.objects.get(name="blue").state == DeploymentState.SUCCEEDED
+
+
+def test_it_confirms_and_deletes_an_endpoint(admin_client, green, django_capture_on_commit_callbacks):
+    html = admin_client.get("/endpoints/ep-pages/delete/").content.decode()
+    assert "Delete endpoint ep-pages and everything deployed to it?" in html
+    assert "Its 2 deployment(s) (blue, green)" in html
+    assert "Its primary and secondary keys" in html
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post("/endpoints/ep-pages/delete/")
+    assert response["Location"] == "/deployments/"
+    assert Endpoint.objects.get(name="ep-pages").deleting
+    assert set(Deployment.objects.values_list("state", flat=True)) == {DeploymentState.DELETING}
+    assert len(callbacks) == 1
+    assert Notification.objects.get(title="Delete endpoint").level == "running"

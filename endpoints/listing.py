@@ -9,11 +9,31 @@ from endpoints.models import ACTIVE_STATES, Deployment, DeploymentState, Endpoin
 STATE_FILTERS = [("", "All states"), *[(s.value, s.label) for s in DeploymentState]]
 
 
+# Only what a row shows: flow versions carry large JSON (nodes, inputs) that the list never reads.
+ROW_FIELDS = (
+    "endpoint_id",
+    "name",
+    "state",
+    "phase",
+    "vm_size",
+    "instance_count",
+    "live_generation",
+    "created_at",
+    "created_by__username",
+    "flow_version__version",
+    "flow_version__flow__name",
+)
+
+
 def _deployments(query: str, state: str) -> QuerySet[Deployment]:
-    rows = Deployment.objects.select_related("flow_version__flow", "created_by").annotate(
-        healthy=Count(
-            "instances",
-            filter=Q(instances__state=InstanceState.READY, instances__generation=F("live_generation")),
+    rows = (
+        Deployment.objects.select_related("flow_version__flow", "created_by")
+        .only(*ROW_FIELDS)
+        .annotate(
+            healthy=Count(
+                "instances",
+                filter=Q(instances__state=InstanceState.READY, instances__generation=F("live_generation")),
+            )
         )
     )
     if state:
@@ -41,7 +61,12 @@ def endpoints_with_deployments(query: str = "", state: str = "") -> list[Endpoin
         )
     if state or query:
         endpoints = endpoints.distinct()
-    return list(endpoints.order_by("name"))
+    endpoints = list(endpoints.order_by("name"))
+    for endpoint in endpoints:
+        for deployment in endpoint.shown:
+            deployment.traffic_percent = endpoint.traffic.get(deployment.name, 0)
+            deployment.mirror_percent = endpoint.mirror_traffic.get(deployment.name, 0)
+    return endpoints
 
 
 def any_busy(endpoints: list[Endpoint]) -> bool:

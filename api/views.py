@@ -6,11 +6,9 @@ the work and answers with the representation of the row (api/representations.py)
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import yaml
 
 from django.conf import settings
@@ -34,11 +32,11 @@ from api.http import (
 )
 from api.models import PersonalAccessToken
 from api.openapi import document
-from endpoints import services
+from endpoints import logs as instance_logs
+from endpoints import scoring, services
 from endpoints.models import AuthType, Deployment, DeploymentState, Endpoint, IdentityType
 from flows import importing
 from flows.models import Flow, FlowSource, FlowVersion
-from serving.launcher import log_tail
 from workspace.connections import ConnectionSpec, delete_connection, parse_promptflow_yaml, save_connection
 from workspace.models import Connection
 
@@ -387,35 +385,18 @@ def invoke(request, name: str):
     require(request, "endpoints.change_endpoint")
     endpoint = _endpoint(name)
     pinned = request.GET.get("deployment_name", "")
-    deployments = list(endpoint.deployments.all())
-    if pinned and pinned not in {d.name for d in deployments}:
+    if pinned and not endpoint.deployments.filter(name=pinned).exists():
         raise bad_request(f"deployment_name: endpoint {name} has no deployment named {pinned!r}.", "deployment_name")
-    if endpoint.auth_type == AuthType.KEY:
-        credential = services.credentials(endpoint)["primaryKey"]
-    else:
-        credential = services.issue_token(endpoint)["accessToken"]
-    headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
-    if pinned:
-        headers["azureml-model-deployment"] = pinned
-    timeout = max([d.request_timeout_ms for d in deployments] or [90_000]) / 1000 + 10
-    try:
-        answer = httpx.post(
-            rep.scoring_uri(endpoint), content=json.dumps(request.data), headers=headers, timeout=timeout
-        )
-    except httpx.TimeoutException:
-        raise ApiError(504, "GatewayTimeout", f"The scoring gateway did not answer within {timeout:.0f} s.") from None
-    except httpx.HTTPError as exc:
-        raise ApiError(
-            502,
-            "GatewayUnavailable",
-            f"The scoring gateway at {settings.FLOWDEPLOY_GATEWAY_URL} is not reachable: {exc}",
-        ) from None
+    result = scoring.score(endpoint, request.data, pinned or None)
+    if result.failure:
+        raise ApiError(result.status, result.failure, result.error_message)
     response = HttpResponse(
-        answer.content, status=answer.status_code, content_type=answer.headers.get("content-type", "application/json")
+        result.content, status=result.status, content_type=result.content_type or "application/json"
     )
-    for header in ("x-request-id", "azureml-model-deployment"):
-        if header in answer.headers:
-            response[header] = answer.headers[header]
+    if result.request_id:
+        response["x-request-id"] = result.request_id
+    if result.deployment:
+        response["azureml-model-deployment"] = result.deployment
     return response
 
 
@@ -504,13 +485,12 @@ def deployment_logs(request, endpoint: str, name: str):
                 f"instance: deployment {name} has no instance {ordinal} (instances: {known}).", "instance"
             )
     else:
-        live = [i for i in instances if i.generation == deployment.live_generation]
-        chosen = (live or instances or [None])[0]
-        if chosen is None:
-            chosen = deployment.instances.order_by("-generation", "ordinal").first()
+        chosen = instance_logs.default_instance(
+            deployment, list(deployment.instances.order_by("-generation", "ordinal"))
+        )
     if chosen is None:
         return ok({**base, "instance": None, "content": ""})
-    return ok({**base, "instance": chosen.ordinal, "content": log_tail(chosen.log_path, lines)})
+    return ok({**base, "instance": chosen.ordinal, "content": instance_logs.tail(chosen.log_path, lines) or ""})
 
 
 def _int_param(request, name: str, default: int | None, low: int, high: int) -> int | None:

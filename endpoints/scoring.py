@@ -1,0 +1,220 @@
+"""Scoring an endpoint from the studio, through the real gateway, with the endpoint's own credential.
+
+The JSON API's invoke and the deployment page's Test tab both call the gateway this way, so the
+credential never leaves the server. `score()` waits for the whole answer; `stream()` asks for
+`text/event-stream` (or JSON, from a flow that does not stream) and hands each event's data on as the
+gateway sends it. A gateway that cannot be reached or does not answer in time is an outcome (a result
+with status 502 or 504 and a message), not an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from django.conf import settings
+
+from endpoints import services
+from endpoints.models import AuthType, Endpoint
+
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+REQUEST_ID_HEADER = "x-request-id"
+STREAM_ACCEPT = "text/event-stream, application/json"
+DEFAULT_TIMEOUT_MS = 90_000
+TIMEOUT_MARGIN_S = 10.0  # the gateway answers 504 itself after request_timeout_ms; wait a little longer
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What the gateway answered (or why it could not be asked)."""
+
+    status: int
+    content: bytes
+    content_type: str = ""
+    deployment: str = ""
+    request_id: str = ""
+    latency_ms: float = 0.0
+    failure: str = ""  # GatewayUnavailable or GatewayTimeout when the studio could not get an answer
+    chunks: int = 0  # events received, for a streamed answer
+
+    @property
+    def ok(self) -> bool:
+        return not self.failure and 200 <= self.status < 300
+
+    @property
+    def body(self) -> object:
+        """The answer parsed as JSON, or its text when it is not JSON."""
+        text = self.content.decode("utf-8", errors="replace")
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    @property
+    def error_code(self) -> str:
+        return self.failure or _error_part(self.body, "code") or ("" if self.ok else f"HTTP{self.status}")
+
+    @property
+    def error_message(self) -> str:
+        """The gateway's error message ({"error": {"message"}}), or the text it answered."""
+        if self.ok:
+            return ""
+        body = self.body
+        message = _error_part(body, "message")
+        if message:
+            return message
+        text = body if isinstance(body, str) else json.dumps(body)
+        return text.strip() or f"The gateway answered {self.status} with no message."
+
+
+def _error_part(body: object, part: str) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        value = body["error"].get(part)
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def credential(endpoint: Endpoint) -> str:
+    """The endpoint's primary key, or a fresh token for a token-based endpoint."""
+    if endpoint.auth_type == AuthType.KEY:
+        return services.credentials(endpoint)["primaryKey"]
+    return services.issue_token(endpoint)["accessToken"]
+
+
+def headers(endpoint: Endpoint, deployment_name: str | None = None, stream: bool = False) -> dict[str, str]:
+    """The request headers; a deployment name pins that deployment, as Azure's header does."""
+    values = {"Authorization": f"Bearer {credential(endpoint)}", "Content-Type": "application/json"}
+    if deployment_name:
+        values[DEPLOYMENT_HEADER] = deployment_name
+    if stream:  # promptflow answers 406 to a flow that does not stream unless JSON is acceptable too
+        values["Accept"] = STREAM_ACCEPT
+    return values
+
+
+def timeout_seconds(endpoint: Endpoint, deployment_name: str | None = None) -> float:
+    """The pinned deployment's request timeout (or the longest of the endpoint's), plus a margin."""
+    deployments = endpoint.deployments.all()
+    if deployment_name:
+        deployments = deployments.filter(name=deployment_name)
+    longest = max(deployments.values_list("request_timeout_ms", flat=True), default=DEFAULT_TIMEOUT_MS)
+    return longest / 1000 + TIMEOUT_MARGIN_S
+
+
+def scoring_url(endpoint: Endpoint) -> str:
+    return settings.FLOWDEPLOY_GATEWAY_URL + endpoint.scoring_path
+
+
+def score(endpoint: Endpoint, body: object, deployment_name: str | None = None) -> ScoreResult:
+    """POST the body to the endpoint's scoring URL and wait for the whole answer."""
+    url, timeout = scoring_url(endpoint), timeout_seconds(endpoint, deployment_name)
+    request_headers = headers(endpoint, deployment_name)
+    started = time.monotonic()
+    try:
+        answer = httpx.post(url, content=json.dumps(body), headers=request_headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return _failed(exc, timeout, started)
+    return ScoreResult(
+        status=answer.status_code,
+        content=answer.content,
+        content_type=answer.headers.get("content-type", ""),
+        deployment=answer.headers.get(DEPLOYMENT_HEADER, ""),
+        request_id=answer.headers.get(REQUEST_ID_HEADER, ""),
+        latency_ms=_since(started),
+    )
+
+
+def stream(endpoint: Endpoint, body: object, deployment_name: str | None = None) -> ScoreStream:
+    """Ask for a streamed answer. The credential and timeout are looked up now (the database is used
+    here, not while streaming); iterate the result to make the request."""
+    return ScoreStream(
+        scoring_url(endpoint),
+        json.dumps(body),
+        headers(endpoint, deployment_name, stream=True),
+        timeout_seconds(endpoint, deployment_name),
+    )
+
+
+@dataclass
+class ScoreStream:
+    """Iterating it yields the data of each server-sent event, parsed as JSON when it is JSON, as the
+    gateway sends it; a flow that does not stream answers JSON, yielded once whole. After the
+    iteration, `result` holds the status, the answering deployment, the request id and the latency
+    (to the end of the answer); for an error, its content is the gateway's error JSON."""
+
+    url: str
+    content: str
+    headers: dict[str, str]
+    timeout: float
+    result: ScoreResult | None = field(default=None, init=False)
+
+    def __repr__(self) -> str:  # never the credential
+        return f"<ScoreStream {self.url}>"
+
+    def __iter__(self) -> Iterator[object]:
+        started = time.monotonic()
+        status, content_type, deployment, request_id, content, chunks = 0, "", "", "", b"", 0
+        try:
+            with httpx.stream("POST", self.url, content=self.content, headers=self.headers, timeout=self.timeout) as r:
+                status, content_type = r.status_code, r.headers.get("content-type", "")
+                deployment = r.headers.get(DEPLOYMENT_HEADER, "")
+                request_id = r.headers.get(REQUEST_ID_HEADER, "")
+                if status < 400 and content_type.startswith("text/event-stream"):
+                    for data in _events(r.iter_lines()):
+                        chunks += 1
+                        yield data
+                else:
+                    content = r.read()
+                    if status < 400:
+                        chunks = 1
+                        yield ScoreResult(status, content).body
+        except httpx.HTTPError as exc:
+            self.result = _failed(exc, self.timeout, started)
+            return
+        self.result = ScoreResult(
+            status=status,
+            content=content,
+            content_type=content_type,
+            deployment=deployment,
+            request_id=request_id,
+            latency_ms=_since(started),
+            chunks=chunks,
+        )
+
+
+def _events(lines: Iterator[str]) -> Iterator[object]:
+    """Server-sent events: `data:` lines until a blank line make one event."""
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            yield _parsed("\n".join(data))
+            data = []
+    if data:
+        yield _parsed("\n".join(data))
+
+
+def _parsed(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def _failed(exc: httpx.HTTPError, timeout: float, started: float) -> ScoreResult:
+    if isinstance(exc, httpx.TimeoutException):
+        code, status = "GatewayTimeout", 504
+        message = f"The scoring gateway did not answer within {timeout:g} s."
+    else:
+        code, status = "GatewayUnavailable", 502
+        message = f"The scoring gateway at {settings.FLOWDEPLOY_GATEWAY_URL} is not reachable: {exc}"
+    content = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return ScoreResult(status, content, "application/json", latency_ms=_since(started), failure=code)

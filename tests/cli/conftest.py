@@ -112,7 +112,7 @@ def deletions(monkeypatch):
         def __init__(self, name: str) -> None:
             self.name = name
 
-        def delay(self, pk: int) -> None:
+        def delay(self, pk: int, notification_id: int | None = None) -> None:
             sent.append((self.name, pk))
 
     monkeypatch.setattr(tasks, "delete_endpoint", Recorder("delete_endpoint"))

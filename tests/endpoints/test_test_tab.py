@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -379,7 +380,9 @@ def test_it_streams_under_asgi_through_an_async_iterator(admin_user, deploy):
     async def collect() -> list[bytes]:
         return [chunk async for chunk in response.streaming_content]
 
-    events = _events(asyncio.run(collect()))
+    # Its own thread: the browser tests' Playwright may have left an event loop running in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        events = _events(pool.submit(asyncio.run, collect()).result())
     assert len([event for event, _ in events if event == "delta"]) >= 5
     assert events[-1][1]["answer"] == "Turn 1: you said 'async please'."
 

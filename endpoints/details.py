@@ -43,6 +43,37 @@ def parse_traffic(data: QueryDict, names: list[str]) -> tuple[dict[str, int], di
     return live, mirror, errors
 
 
+def traffic_changes(endpoint: Endpoint, live: dict[str, int], mirror: dict[str, int]) -> list[str]:
+    """What an Update traffic changes, a line per deployment whose share moves; empty when nothing does."""
+    changes = []
+    for name in sorted(set(endpoint.traffic) | set(live) | set(endpoint.mirror_traffic) | set(mirror)):
+        before, after = endpoint.traffic.get(name, 0), live.get(name, 0)
+        if before != after:
+            note = " (it stops receiving live traffic)" if after == 0 else ""
+            changes.append(f"{name}: live traffic {before}% → {after}%{note}.")
+        before, after = endpoint.mirror_traffic.get(name, 0), mirror.get(name, 0)
+        if before != after:
+            changes.append(f"{name}: mirror traffic {before}% → {after}%.")
+    return changes
+
+
+def scale_consequences(deployment: Deployment, count: int) -> list[str]:
+    """What a Scale does and loses: new instances, the current ones stopped, capacity when scaling in."""
+    current = deployment.instances.filter(generation=deployment.live_generation, state__in=LIVE_INSTANCE_STATES).count()
+    lines = [
+        f"{count} new instance(s) of {deployment.vm_size} start with flow {deployment.flow_version}; "
+        "the traffic moves to them once they answer.",
+        f"The {current} current instance(s) stop after finishing the requests in flight; their logs are removed.",
+    ]
+    if count < deployment.instance_count:
+        per = deployment.max_concurrent_requests_per_instance
+        lines.append(
+            f"Capacity: at most {count * per} requests at once instead of {deployment.instance_count * per}; "
+            "more answer 429."
+        )
+    return lines
+
+
 def instance_rows(deployment: Deployment) -> list:
     """The instances that serve or are being started, newest generation first."""
     return list(deployment.instances.filter(state__in=LIVE_INSTANCE_STATES).order_by("-generation", "ordinal"))

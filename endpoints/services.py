@@ -120,8 +120,9 @@ def _percentages(value: Any, field: str) -> dict[str, int]:
     return cleaned
 
 
-def set_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any = None, user=None) -> Endpoint:
-    """Azure's rules: live traffic sums to 100 (or 0), names exist, mirror at most 50% and not to a live one."""
+def clean_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any = None) -> tuple[dict, dict]:
+    """Azure's rules: live traffic sums to 100 (or 0), names exist, mirror at most 50% and not to a live one.
+    Returns the live and mirror splits without the zeros, or raises ValidationError naming the field."""
     live = _percentages(traffic, "traffic")
     mirror = _percentages(mirror_traffic, "mirror_traffic") if mirror_traffic is not None else endpoint.mirror_traffic
     names = set(endpoint.deployments.exclude(state=DeploymentState.DELETING).values_list("name", flat=True))
@@ -139,8 +140,11 @@ def set_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any = None, us
             raise ValidationError(
                 {"mirror_traffic": f"{name} receives live traffic; it cannot also get mirror traffic."}
             )
-    endpoint.traffic = {k: v for k, v in live.items() if v}
-    endpoint.mirror_traffic = {k: v for k, v in mirror.items() if v}
+    return {k: v for k, v in live.items() if v}, {k: v for k, v in mirror.items() if v}
+
+
+def set_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any = None, user=None) -> Endpoint:
+    endpoint.traffic, endpoint.mirror_traffic = clean_traffic(endpoint, traffic, mirror_traffic)
     endpoint.save(update_fields=["traffic", "mirror_traffic", "updated_at"])
     audit.record(
         _user(user), "endpoint.traffic", endpoint.name, traffic=endpoint.traffic, mirror=endpoint.mirror_traffic
@@ -287,6 +291,19 @@ def clean_deployment_settings(flow_version: FlowVersion, values: dict, existing:
     data["data_collection"] = bool(data["data_collection"])
     data["app_insights_enabled"] = bool(data["app_insights_enabled"])
     return data
+
+
+def check_scale(deployment: Deployment, instance_count: Any) -> int:
+    """The instance count a scale of this deployment may roll out, or ValidationError naming the field."""
+    data = clean_deployment_settings(deployment.flow_version, {"instance_count": instance_count}, deployment)
+    if deployment.is_busy:
+        raise ValidationError(
+            {"name": f"Deployment {deployment.name} is {deployment.state.lower()}; wait until it finishes."}
+        )
+    shortfall = capacity.shortfall_for(data["vm_size"], data["instance_count"], excluding=deployment)
+    if shortfall:
+        raise ValidationError({"instance_count": shortfall})
+    return data["instance_count"]
 
 
 def create_or_update_deployment(

@@ -68,55 +68,71 @@ def _message(exc: ValidationError) -> str:
 @login_required
 @require_POST
 def traffic(request, endpoint: str):
-    """Update traffic: live weights (must sum to 100) and mirror traffic, for every deployment."""
+    """Update traffic: live weights (must sum to 100) and mirror traffic. The first POST shows what changes;
+    the one with `confirm` applies it."""
     require(request, "endpoints.change_endpoint")
     target = get_endpoint(endpoint)
+    deployment = get_deployment(endpoint, request.POST.get("deployment", ""))
     names = list(target.deployments.exclude(state=DeploymentState.DELETING).values_list("name", flat=True))
     live, mirror, errors = details_info.parse_traffic(request.POST, names)
+    posted = {name: (request.POST.get(f"traffic-{name}", ""), request.POST.get(f"mirror-{name}", "")) for name in names}
     if not errors:
         try:
-            services.set_traffic(target, live, mirror, user=request.user)
+            live, mirror = services.clean_traffic(target, live, mirror)
         except ValidationError as exc:
             errors.append(_message(exc))
-    deployment = get_deployment(endpoint, request.POST.get("deployment", ""))
     if errors:
-        posted = {
-            name: (request.POST.get(f"traffic-{name}", ""), request.POST.get(f"mirror-{name}", "")) for name in names
-        }
-        context = _details_context(request, deployment, traffic_errors=errors, posted_traffic=posted)
-        if request.htmx:
-            return render(request, "endpoints/deployment_details.html#traffic", context, status=422)
-        return render(request, "endpoints/deployment_details.html", context, status=422)
+        return _traffic_answer(request, deployment, 422, traffic_errors=errors, posted_traffic=posted)
+    changes = details_info.traffic_changes(target, live, mirror)
+    if not changes:
+        return _traffic_answer(request, deployment, 200, traffic_saved="Nothing to update: the split is the same.")
+    if "confirm" not in request.POST:
+        return _traffic_answer(request, deployment, 200, traffic_confirm=changes, posted_traffic=posted)
+    services.set_traffic(target, live, mirror, user=request.user)
     split = ", ".join(f"{n} {p}%" for n, p in target.traffic.items()) or "none"
     message = f"Traffic of {target.name} updated: {split}."
     if request.htmx:
-        return render(
-            request,
-            "endpoints/deployment_details.html#traffic",
-            _details_context(request, deployment, traffic_saved=message),
-        )
+        return _traffic_answer(request, deployment, 200, traffic_saved=message)
     messages.success(request, message)
     return redirect(deployment.get_absolute_url())
+
+
+def _traffic_answer(request, deployment: Deployment, status: int, **extra):
+    template = "endpoints/deployment_details.html" + ("#traffic" if request.htmx else "")
+    return render(request, template, _details_context(request, deployment, **extra), status=status)
 
 
 @login_required
 @require_POST
 def scale(request, endpoint: str, name: str):
-    """Scale: roll out the same flow version with another instance count."""
+    """Scale: roll out the same flow version with another instance count, after a confirmation."""
     require(request, "endpoints.change_deployment")
     deployment = get_deployment(endpoint, name)
+    raw = request.POST.get("instance_count", "")
     try:
-        count = int(request.POST.get("instance_count", ""))
-    except ValueError:
-        return _scale_error(request, deployment, "Instance count must be a whole number.")
+        count = services.check_scale(deployment, raw)
+    except ValidationError as exc:
+        return _scale_error(request, deployment, _message(exc), raw)
     if count == deployment.instance_count and deployment.state == DeploymentState.SUCCEEDED:
-        return _scale_error(request, deployment, f"The deployment already runs {count} instance(s).")
+        return _scale_error(request, deployment, f"The deployment already runs {count} instance(s).", raw)
+    if "confirm" not in request.POST:
+        context = {
+            "title": f"Scale deployment {deployment.name}",
+            "question": f"Scale {deployment} from {deployment.instance_count} to {count} instance(s)?",
+            "losses_title": "What happens:",
+            "losses": details_info.scale_consequences(deployment, count),
+            "action": reverse("endpoints:scale", args=[endpoint, name]),
+            "hidden": [("instance_count", count), ("confirm", "1")],
+            "button": "Scale",
+            "cancel": deployment.get_absolute_url(),
+        }
+        return render(request, "endpoints/confirm.html", context)
     try:
         updated = services.create_or_update_deployment(
             deployment.endpoint, deployment.name, deployment.flow_version, user=request.user, instance_count=count
         )
     except ValidationError as exc:
-        return _scale_error(request, deployment, _message(exc), count)
+        return _scale_error(request, deployment, _message(exc), raw)
     notifications.notify(
         request.user,
         "Prompt flow deployment",
@@ -128,10 +144,8 @@ def scale(request, endpoint: str, name: str):
     return redirect(updated.get_absolute_url())
 
 
-def _scale_error(request, deployment: Deployment, error: str, count=None):
-    context = _details_context(request, deployment, scale_error=error)
-    if count is not None:
-        context["instance_count"] = count
+def _scale_error(request, deployment: Deployment, error: str, typed: str):
+    context = _details_context(request, deployment, scale_error=error, instance_count=typed)
     return render(request, "endpoints/deployment_details.html", context, status=422)
 
 

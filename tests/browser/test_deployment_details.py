@@ -36,6 +36,9 @@ def test_it_moves_traffic_with_the_editor(signed_in, live_server, deploy, gatewa
 
     page.get_by_label("Traffic for green", exact=True).fill("100")
     page.get_by_role("button", name="Update traffic").click()
+    expect(page.locator("#traffic")).to_contain_text("blue: live traffic 100% → 0% (it stops receiving live traffic).")
+    assert _score(gateway_url, "ep-traffic").headers["azureml-model-deployment"] == "blue"
+    page.get_by_role("button", name="Confirm update").click()
     expect(page.locator("#traffic")).to_contain_text("Traffic of ep-traffic updated: green 100%.")
     wait_for(lambda: _score(gateway_url, "ep-traffic").headers["azureml-model-deployment"] == "green", timeout=10)
     answered = {_score(gateway_url, "ep-traffic").headers["azureml-model-deployment"] for _ in range(20)}
@@ -49,6 +52,9 @@ def test_it_scales_a_deployment_out(signed_in, live_server, deploy, gateway_url)
     expect(page.locator("#instance-count")).to_contain_text("1 (1 healthy)")
 
     page.get_by_label("Instance count").fill("2")
+    page.get_by_role("button", name="Scale").click()
+    expect(page.get_by_text("Scale ep-scale/blue from 1 to 2 instance(s)?")).to_be_visible()
+    expect(page.get_by_text("The 1 current instance(s) stop after finishing the requests in flight")).to_be_visible()
     page.get_by_role("button", name="Scale").click()
     expect(page.locator("#provisioning-state")).to_have_text("Updating")
     expect(page.locator("#provisioning-state")).to_have_text("Succeeded", timeout=180_000)

@@ -175,15 +175,26 @@ def test_it_hides_the_actions_from_users_without_rights(viewer_client, deploymen
 # --- traffic ----------------------------------------------------------------------------------
 
 
-def test_it_updates_the_traffic_split(admin_client, green):
-    response = admin_client.post(
-        "/endpoints/ep-pages/traffic/",
-        {"deployment": "blue", "traffic-blue": "70", "traffic-green": "30", "mirror-blue": "0", "mirror-green": "0"},
-        HTTP_HX_REQUEST="true",
-    )
+def test_it_updates_the_traffic_split_after_confirming_what_changes(admin_client, green):
+    split = {"deployment": "blue", "traffic-blue": "0", "traffic-green": "100", "mirror-blue": "0", "mirror-green": "0"}
+    asked = admin_client.post("/endpoints/ep-pages/traffic/", split, HTTP_HX_REQUEST="true")
+    html = asked.content.decode()
+    assert "Update the traffic of endpoint ep-pages?" in html
+    assert "blue: live traffic 100% → 0% (it stops receiving live traffic)." in html
+    assert "green: live traffic 0% → 100%." in html
+    assert Endpoint.objects.get(name="ep-pages").traffic == {"blue": 100}
+
+    response = admin_client.post("/endpoints/ep-pages/traffic/", {**split, "confirm": "1"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
-    assert "Traffic of ep-pages updated: blue 70%, green 30%." in response.content.decode()
-    assert Endpoint.objects.get(name="ep-pages").traffic == {"blue": 70, "green": 30}
+    assert "Traffic of ep-pages updated: green 100%." in response.content.decode()
+    assert Endpoint.objects.get(name="ep-pages").traffic == {"green": 100}
+
+
+def test_it_says_when_the_traffic_does_not_change(admin_client, green):
+    response = admin_client.post(
+        "/endpoints/ep-pages/traffic/", {"deployment": "blue", "traffic-blue": "100"}, HTTP_HX_REQUEST="true"
+    )
+    assert "Nothing to update: the split is the same." in response.content.decode()
 
 
 def test_it_refuses_weights_that_do_not_sum_to_100_and_keeps_what_was_typed(admin_client, green):
@@ -207,7 +218,8 @@ def test_it_names_the_deployment_of_a_bad_weight(admin_client, green):
 
 def test_it_sets_mirror_traffic_within_azures_rules(admin_client, green):
     ok = admin_client.post(
-        "/endpoints/ep-pages/traffic/", {"deployment": "blue", "traffic-blue": "100", "mirror-green": "10"}
+        "/endpoints/ep-pages/traffic/",
+        {"deployment": "blue", "traffic-blue": "100", "mirror-green": "10", "confirm": "1"},
     )
     assert ok.status_code == 302
     assert Endpoint.objects.get(name="ep-pages").mirror_traffic == {"green": 10}
@@ -223,8 +235,15 @@ def test_it_sets_mirror_traffic_within_azures_rules(admin_client, green):
 
 def test_it_scales_by_rolling_out_the_same_flow_version(admin_client, deployment, django_capture_on_commit_callbacks):
     _succeed(deployment)
+    asked = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "2"})
+    html = asked.content.decode()
+    assert "Scale ep-pages/blue from 1 to 2 instance(s)?" in html
+    assert "2 new instance(s) of Standard_DS1_v2 start" in html
+    assert "The 0 current instance(s) stop after finishing the requests in flight" in html
+    assert '<input type="hidden" name="confirm" value="1">' in html
+    assert Deployment.objects.get(pk=deployment.pk).instance_count == 1
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "2"})
+        response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "2", "confirm": "1"})
     assert response.status_code == 302
     deployment.refresh_from_db()
     assert (deployment.instance_count, deployment.state, deployment.generation) == (2, DeploymentState.UPDATING, 2)
@@ -240,8 +259,15 @@ def test_it_refuses_a_scale_that_does_not_fit_or_is_not_a_number(admin_client, d
     response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "5"})
     assert response.status_code == 422
     assert "Instance count must be between 1 and 3." in response.content.decode()
-    response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "many"})
+    response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "many", "confirm": "1"})
     assert "Instance count must be a whole number." in response.content.decode()
+
+
+def test_it_names_the_lost_capacity_when_scaling_in(admin_client, deployment):
+    _succeed(deployment)
+    Deployment.objects.filter(pk=deployment.pk).update(instance_count=3, max_concurrent_requests_per_instance=8)
+    html = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "1"}).content.decode()
+    assert "Capacity: at most 8 requests at once instead of 24; more answer 429." in html
     deployment.refresh_from_db()
     assert (deployment.instance_count, deployment.state) == (1, DeploymentState.SUCCEEDED)
 

@@ -3,7 +3,8 @@
 It builds a throwaway SQLite database with N endpoints, each with two deployments (one live with
 two ready instances and a dozen events, one being created), then renders the pages through Django's
 test client (middleware, sessions, templates, the bell; no network) and prints the median and p95
-in milliseconds and the number of SQL queries per page. Run by hand:
+in milliseconds and the number of SQL queries per page. It tunes the garbage collector as the studio
+does (config/gc_tuning.py); `--default-gc` measures without that. Run by hand:
 
     .venv/bin/python benchmarks/pages.py [--endpoints 200] [--repeat 30]
 
@@ -35,6 +36,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from config.gc_tuning import tune_for_serving  # noqa: E402
 from endpoints.models import (  # noqa: E402
     Deployment,
     DeploymentEvent,
@@ -95,12 +97,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoints", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--default-gc", action="store_true", help="keep Python's garbage-collector defaults")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_superuser("bench", password="bench-pass-123")
     populate(args.endpoints, user)
     client = Client()
     client.force_login(user)
+    client.get("/deployments/")
+    if not args.default_gc:
+        tune_for_serving()  # as config/asgi.py does once the studio has loaded
     pages = [
         ("Deployments list", "/deployments/", {}),
         ("Deployments list (htmx refresh)", "/deployments/", {"HTTP_HX_REQUEST": "true"}),

@@ -57,6 +57,10 @@ class Environment:
             "VIRTUAL_ENV": str(self.path),
             "PF_HOME_DIRECTORY": str(self.pf_home),
             "PF_DISABLE_TRACING": "true",
+            # promptflow's serving app loads Azure Monitor's exporter, which otherwise calls
+            # settings.sdk.monitor.azure.com for its configuration and sends statsbeat telemetry.
+            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
             "PYTHONNOUSERSITE": "1",
             "PYTHONUNBUFFERED": "1",
             "NO_PROXY": "127.0.0.1,localhost",

@@ -2,8 +2,10 @@
 document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;
+  const label = button.textContent;
   navigator.clipboard.writeText(button.dataset.copy).then(() => {
     button.textContent = "Copied";
+    setTimeout(() => { button.textContent = label; }, 2000);
   });
 });
 

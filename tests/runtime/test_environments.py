@@ -43,6 +43,10 @@ def test_it_turns_telemetry_off_before_promptflow_runs(flow_runtime):
     assert config["telemetry"] == {"enabled": "false"}
     env = flow_runtime.process_env()
     assert env["PF_HOME_DIRECTORY"] == str(flow_runtime.pf_home)
+    # Azure Monitor's exporter, loaded by promptflow's serving app, would call Azure for its settings.
+    assert (
+        env["APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED"] == env["APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"] == "true"
+    )
     assert "DJANGO_SECRET_KEY" not in env and "DATABASE_URL" not in env
 
 

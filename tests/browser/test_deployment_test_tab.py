@@ -122,3 +122,28 @@ def test_it_holds_a_three_turn_chat_and_shows_each_answer_growing(signed_in, liv
         "The scoring gateway at http://127.0.0.1:9 is not reachable"
     )
     expect(page.locator("#chat-window .turn-meta").last).to_contain_text("status 502")
+
+
+def test_it_sends_the_inputs_panel_with_each_chat_turn(signed_in, live_server, deploy):
+    page = signed_in
+    blue = deploy("chat-persona-offline", endpoint="ep-test", name="blue")
+    _open_test_tab(page, live_server, blue)
+    panel = page.get_by_role("complementary", name="Inputs")
+    expect(panel.get_by_label("persona")).to_have_value("pirate")
+    expect(panel.get_by_label("max_words")).to_have_value("20")
+    chat_input = page.get_by_placeholder("Type user input here")
+    answers = page.locator("#chat-window .bubble.assistant")
+
+    chat_input.fill("ahoy")
+    page.get_by_role("button", name="Send").click()
+    expect(answers.nth(0)).to_have_text("As a pirate, turn 1: you said 'ahoy'.")
+
+    panel.get_by_label("persona").fill("librarian")
+    chat_input.fill("quiet please")
+    page.get_by_role("button", name="Send").click()
+    expect(answers.nth(1)).to_have_text("As a librarian, turn 2: you said 'quiet please'.")
+
+    panel.get_by_label("max_words").fill("3")  # an int input reaches the flow as an int
+    chat_input.fill("more")
+    page.get_by_role("button", name="Send").click()
+    expect(answers.nth(2)).to_have_text("As a librarian,")

@@ -59,12 +59,6 @@ def operator_client(client, operator):
     return client
 
 
-@pytest.fixture
-def viewer_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("viewer", password="viewer-pass-1"))
-    return client
-
-
 def _keys(deployment) -> dict[str, str]:
     deployment.endpoint.refresh_from_db()
     return services.credentials(deployment.endpoint)

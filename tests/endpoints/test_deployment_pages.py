@@ -40,12 +40,6 @@ def green(flow_version, deployment, django_capture_on_commit_callbacks):
     return _succeed(other, traffic=None)
 
 
-@pytest.fixture
-def viewer_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("viewer", password="viewer-pass-1"))
-    return client
-
-
 # --- the list ---------------------------------------------------------------------------------
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 
 from endpoints.models import Deployment, Endpoint
 
@@ -25,6 +26,17 @@ def require(request: HttpRequest, permission: str) -> None:
 def get_deployment(endpoint: str, name: str) -> Deployment:
     deployments = Deployment.objects.select_related("endpoint", "flow_version__flow", "created_by")
     return get_object_or_404(deployments, endpoint__name=endpoint, name=name)
+
+
+def get_polled_deployment(request: HttpRequest, endpoint: str, name: str) -> Deployment | HttpResponse:
+    """The deployment of a page that polls; when it was deleted meanwhile, an htmx poll is sent to the list
+    (a 404 would not be swapped, and the poll would go on)."""
+    try:
+        return get_deployment(endpoint, name)
+    except Http404:
+        if not request.htmx:
+            raise
+        return HttpResponse(headers={"HX-Redirect": reverse("endpoints:list")})
 
 
 def get_endpoint(name: str) -> Endpoint:

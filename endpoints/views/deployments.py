@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -12,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from endpoints import details as details_info
 from endpoints import listing, services
 from endpoints.models import Deployment, DeploymentState, Endpoint
-from endpoints.views.common import get_deployment, get_endpoint, page_context, require
+from endpoints.views.common import get_deployment, get_endpoint, get_polled_deployment, page_context, require
 from workspace import notifications
 
 
@@ -52,7 +53,9 @@ def _details_context(request, deployment: Deployment, **extra) -> dict:
 @login_required
 @require_GET
 def details(request, endpoint: str, name: str):
-    deployment = get_deployment(endpoint, name)
+    deployment = get_polled_deployment(request, endpoint, name)
+    if isinstance(deployment, HttpResponse):
+        return deployment
     template = "endpoints/deployment_details.html"
     if request.htmx and not request.htmx.boosted:
         template += "#" + (request.GET.get("part") if request.GET.get("part") in ("traffic",) else "status")

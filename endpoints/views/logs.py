@@ -7,14 +7,14 @@ import uuid
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from endpoints import logs as instance_logs
 from endpoints.models import Deployment, Instance
-from endpoints.views.common import get_deployment, page_context, require
+from endpoints.views.common import get_polled_deployment, page_context, require
 
 FOLLOW_EVERY = "2s"
 
@@ -22,8 +22,10 @@ FOLLOW_EVERY = "2s"
 @login_required
 @require_GET
 def logs(request, endpoint: str, name: str):
-    deployment = get_deployment(endpoint, name)
     require(request, "endpoints.view_deployment")  # logs may hold what the flow was asked and answered
+    deployment = get_polled_deployment(request, endpoint, name)
+    if isinstance(deployment, HttpResponse):
+        return deployment
     instances = instance_logs.readable_instances(deployment)
     chosen = _chosen_instance(request, deployment, instances)
     error = None

@@ -310,3 +310,12 @@ def test_it_confirms_and_deletes_an_endpoint(admin_client, green, django_capture
     assert set(Deployment.objects.values_list("state", flat=True)) == {DeploymentState.DELETING}
     assert len(callbacks) == 1
     assert Notification.objects.get(title="Delete endpoint").level == "running"
+
+
+def test_it_sends_a_poll_of_a_deleted_deployment_to_the_list(admin_client, deployment):
+    """Someone else deleted it: the page's poll leaves for the list instead of polling a 404 forever."""
+    deployment.delete()
+    for url in ("/deployments/ep-pages/blue/", "/deployments/ep-pages/blue/logs/?follow=on"):
+        response = admin_client.get(url, HTTP_HX_REQUEST="true")
+        assert response["HX-Redirect"] == "/deployments/"
+        assert admin_client.get(url).status_code == 404

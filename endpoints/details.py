@@ -74,6 +74,16 @@ def scale_consequences(deployment: Deployment, count: int) -> list[str]:
     return lines
 
 
+DETAILS_EVENTS = 50
+
+
+def latest_events(deployment: Deployment, limit: int = DETAILS_EVENTS) -> tuple[list, int]:
+    """The last `limit` events, oldest first, and how many there are in all (a crash loop writes many)."""
+    latest = list(deployment.events.order_by("-created_at", "-id")[:limit])
+    total = len(latest) if len(latest) < limit else deployment.events.count()
+    return latest[::-1], total
+
+
 def instance_rows(deployment: Deployment) -> list:
     """The instances that serve or are being started, newest generation first."""
     return list(deployment.instances.filter(state__in=LIVE_INSTANCE_STATES).order_by("-generation", "ordinal"))

@@ -38,8 +38,10 @@ def deployment_list(request):
 
 def _details_context(request, deployment: Deployment, **extra) -> dict:
     context = page_context(request, deployment, "detail")
+    events, events_total = details_info.latest_events(deployment)
     context.update(
-        events=deployment.events.all(),
+        events=events,
+        events_total=events_total,
         instances=details_info.instance_rows(deployment),
         healthy=details_info.healthy_count(deployment),
         connections=details_info.connection_rows(deployment),

@@ -319,3 +319,13 @@ def test_it_sends_a_poll_of_a_deleted_deployment_to_the_list(admin_client, deplo
         response = admin_client.get(url, HTTP_HX_REQUEST="true")
         assert response["HX-Redirect"] == "/deployments/"
         assert admin_client.get(url).status_code == 404
+
+
+def test_it_shows_the_latest_events_and_says_where_the_rest_are(admin_client, deployment):
+    for n in range(60):
+        deployment.event(f"Instance 1 exited; restarting (restart {n}).")
+    html = admin_client.get("/deployments/ep-pages/blue/").content.decode()
+    assert "The latest 50 of 61 events" in html
+    assert "restart 59" in html
+    assert "restart 9)" not in html
+    assert html.index("restart 58") < html.index("restart 59")

@@ -59,6 +59,9 @@ def test_it_scales_a_deployment_out(signed_in, live_server, deploy, gateway_url)
     expect(page.locator("#provisioning-state")).to_have_text("Updating")
     expect(page.locator("#provisioning-state")).to_have_text("Succeeded", timeout=180_000)
     expect(page.locator("#instance-count")).to_contain_text("2 (2 healthy)")
+    # The scale's own notification followed the rollout to its end.
+    page.locator(".bell summary").click()
+    expect(page.locator(".bell .panel")).to_contain_text("ep-scale/blue succeeded.", timeout=15_000)
 
     deployment.refresh_from_db()
     ready = Instance.objects.filter(

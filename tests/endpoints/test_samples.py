@@ -103,7 +103,7 @@ def _curl_request(source: str, tmp_path: Path) -> dict:
 
 
 def _csharp_string(literal: str) -> str:
-    return json.loads(literal)  # the escapes the samples use (\\ \" \n \r \t \uXXXX) are JSON's too
+    return json.loads(literal)  # the samples use only JSON's escapes (backslash, quote, n, r, t, u+hex)
 
 
 def _csharp_request(source: str) -> dict:

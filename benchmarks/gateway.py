@@ -67,7 +67,13 @@ def start_instance(runtime_dir: Path, flow_dir: Path, workers: int, log: Path) -
     command = [str(env.python), "-m", "gunicorn", "--workers", str(workers), "--worker-class", "gthread"]
     command += ["--threads", "4", "--bind", f"127.0.0.1:{port}", "--chdir", str(flow_dir), "--keep-alive", "75"]
     command.append("promptflow.core._serving.app:create_app()")
-    process_env = env.process_env({"PROMPTFLOW_PROJECT_PATH": str(flow_dir)})
+    command, process_env = env.flow_process(
+        command,
+        home=flow_dir.parent / "home",
+        writable=(flow_dir,),
+        cwd=flow_dir,
+        extra_env={"PROMPTFLOW_PROJECT_PATH": str(flow_dir)},
+    )
     process = subprocess.Popen(command, env=process_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(f"{url}/health"), 60, f"the instance with {workers} worker(s) answering")

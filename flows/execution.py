@@ -13,6 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from runtime.environments import RUNNER, Environment, EnvironmentBuildError, ensure_flow_environment
+from runtime.sandbox import SandboxUnavailable
 
 RESULT_PREFIX = "@@flowdeploy "
 IGNORED_IN_SNAPSHOT = {"__pycache__", ".promptflow", ".runs", ".git", ".venv", "node_modules"}
@@ -20,6 +21,7 @@ IGNORED_IN_SNAPSHOT = {"__pycache__", ".promptflow", ".runs", ".git", ".venv", "
 __all__ = [
     "EnvironmentBuildError",
     "RunnerError",
+    "SandboxUnavailable",
     "flow_environment",
     "run_bulk",
     "run_line",
@@ -53,24 +55,35 @@ def scratch_copy(snapshot: Path) -> Iterator[Path]:
         yield writable_copy(snapshot, Path(scratch) / "flow")
 
 
-def _command(env: Environment, *args: str) -> list[str]:
-    return [str(env.python), str(RUNNER), *args]
+def _runner_process(
+    env: Environment, args: list[str], flow_dir: Path, *, network: bool, read_only: tuple[Path, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The runner in the flow's sandbox: it reads the runtime and the runner, writes only its copy of the flow
+    and a home of its own beside it, and sees nothing else of the studio."""
+    return env.flow_process(
+        [str(env.python), str(RUNNER), *args],
+        home=flow_dir.parent / "home",
+        read_only=(RUNNER, *read_only),
+        writable=(flow_dir,),
+        network=network,
+        cwd=flow_dir,
+    )
 
 
 def _results(stdout: str) -> list[dict]:
     return [json.loads(line[len(RESULT_PREFIX) :]) for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
 
 
-def _call(env: Environment, args: list[str], payload: dict, timeout: int, cwd: Path) -> dict:
+def _call(env: Environment, args: list[str], payload: dict, timeout: int, flow_dir: Path, network: bool) -> dict:
+    command, process_env = _runner_process(env, args, flow_dir, network=network)
     try:
         completed = subprocess.run(
-            _command(env, *args),
+            command,
             input=json.dumps(payload),
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=env.process_env(),
-            cwd=cwd,
+            env=process_env,
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -83,12 +96,18 @@ def _call(env: Environment, args: list[str], payload: dict, timeout: int, cwd: P
 
 
 def validate_flow(env: Environment, flow_dir: Path, connections: dict) -> dict:
-    """promptflow's verdict on a flow folder: {"ok": True, "flow": {...}} or {"ok": False, "error": {...}}."""
-    return _call(env, ["validate", str(flow_dir)], {"connections": connections}, 300, flow_dir)
+    """promptflow's verdict on a flow folder: {"ok": True, "flow": {...}} or {"ok": False, "error": {...}}.
+
+    It runs on a throwaway copy, so the flow's code cannot change what is stored after it was validated,
+    and without a network, which validation does not need.
+    """
+    with scratch_copy(flow_dir) as copy:
+        return _call(env, ["validate", str(copy)], {"connections": connections}, 300, copy, network=False)
 
 
 def run_line(env: Environment, flow_dir: Path, connections: dict, inputs: dict, timeout: int) -> dict:
-    return _call(env, ["run", str(flow_dir)], {"connections": connections, "inputs": inputs}, timeout, flow_dir)
+    payload = {"connections": connections, "inputs": inputs}
+    return _call(env, ["run", str(flow_dir)], payload, timeout, flow_dir, network=True)
 
 
 def run_bulk(
@@ -100,14 +119,16 @@ def run_bulk(
     timeout: int,
 ) -> None:
     """Stream a bulk run: on_event gets each line's result as soon as promptflow finishes it."""
+    command, process_env = _runner_process(
+        env, ["bulk", str(flow_dir), str(data_file)], flow_dir, network=True, read_only=(data_file,)
+    )
     process = subprocess.Popen(
-        _command(env, "bulk", str(flow_dir), str(data_file)),
+        command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env.process_env(),
-        cwd=flow_dir,
+        env=process_env,
     )
     assert process.stdin and process.stdout and process.stderr
     process.stdin.write(json.dumps({"connections": connections}))

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.sandbox import Sandbox, pip_environment
+
 logger = logging.getLogger(__name__)
 
 RUNTIME_DIR = Path(__file__).resolve().parent
@@ -42,20 +44,28 @@ class EnvironmentBuildError(Exception):
 @dataclass(frozen=True)
 class Environment:
     path: Path
-    pf_home: Path
+    base: Path | None = None  # the base runtime a layer's .pth points into
 
     @property
     def python(self) -> Path:
         return self.path / "bin" / "python"
 
-    def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """A clean environment for a flow process: none of the studio's own secrets or settings."""
+    def runtime_paths(self) -> tuple[Path, ...]:
+        """The folders a flow process must read: this environment, and the base under a layer."""
+        return (self.path,) if self.base is None else (self.path, self.base)
+
+    def process_env(self, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """A clean environment for a flow process: none of the studio's own settings or secrets.
+
+        `home` is the process's own writable folder (its HOME and promptflow's home), inside its sandbox.
+        """
         env = {
-            "PATH": f"{self.path / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": os.environ.get("HOME", str(self.path)),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PATH": f"{self.path / 'bin'}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
+            "HOME": str(home),
+            "TMPDIR": "/tmp",
+            "LANG": "C.UTF-8",
             "VIRTUAL_ENV": str(self.path),
-            "PF_HOME_DIRECTORY": str(self.pf_home),
+            "PF_HOME_DIRECTORY": str(prepare_pf_home(home)),
             "PF_DISABLE_TRACING": "true",
             # promptflow's serving app loads Azure Monitor's exporter, which otherwise calls
             # settings.sdk.monitor.azure.com for its configuration and sends statsbeat telemetry.
@@ -67,6 +77,46 @@ class Environment:
         }
         env.update(extra or {})
         return env
+
+    def flow_process(
+        self,
+        command: list[str],
+        *,
+        home: Path,
+        read_only: tuple[Path, ...] = (),
+        writable: tuple[Path, ...] = (),
+        network: bool = True,
+        detached: bool = False,
+        cwd: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        sandbox_args: tuple[str, ...] = (),
+    ) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that run `command` with this environment, sandboxed.
+
+        The process sees the runtime read-only, `home` and `writable` read-write, `read_only` read-only,
+        and nothing else of this machine's files (runtime/sandbox.py). `detached` is for instances:
+        they outlive the worker that starts them, and their gunicorn is the sandbox's pid 1.
+        """
+        home.mkdir(parents=True, exist_ok=True)
+        sandbox = Sandbox(
+            read_only=(*self.runtime_paths(), *read_only),
+            writable=(home, *writable),
+            network=network,
+            die_with_parent=not detached,
+            as_pid_1=detached,
+            extra_args=sandbox_args,
+        )
+        return sandbox.wrap(command, cwd=cwd), self.process_env(home, extra_env)
+
+
+def prepare_pf_home(home: Path) -> Path:
+    """promptflow's home inside a flow process's own folder, with telemetry off before the devkit's first call."""
+    pf_home = home / "pf-home"
+    pf_home.mkdir(parents=True, exist_ok=True)
+    config = pf_home / "pf.yaml"
+    if not config.exists():
+        config.write_text(PF_CONFIG)
+    return pf_home
 
 
 def _digest(*parts: str) -> str:
@@ -159,32 +209,40 @@ def _pip_failure(log: Path) -> str:
     return "pip could not install the requirements:\n" + "\n".join(picked[-12:])
 
 
-def _pf_home(root: Path) -> Path:
-    home = root / "pf-home"
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "pf.yaml"
-    if not config.exists():
-        # Before the devkit's first call, or it sends telemetry to the internet.
-        config.write_text(PF_CONFIG)
-    return home
-
-
 def _pip_env() -> dict[str, str]:
+    """pip's environment for the base runtime, which installs only our own pinned requirements."""
     env = dict(os.environ)
     env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"})
     env.pop("PYTHONPATH", None)
     return env
 
 
+def _sandboxed_pip(building: Path, base: Environment, requirements_file: Path) -> tuple[list[str], dict[str, str]]:
+    """pip installing a flow's requirements: sandboxed (a package's setup code is the flow's code too), with a
+    clean environment holding only pip's own settings, writing only into the layer being built."""
+    settings, setting_paths = pip_environment(dict(os.environ))
+    env = {
+        "PATH": f"{building / 'bin'}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": "/tmp/home",
+        "LANG": "C.UTF-8",
+        "PYTHONNOUSERSITE": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_INPUT": "1",
+        **settings,
+    }
+    install = [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input", "-r", str(requirements_file)]
+    sandbox = Sandbox(read_only=(*base.runtime_paths(), *setting_paths), writable=(building,), network=True)
+    return sandbox.wrap(install, cwd=building), env
+
+
 def ensure_base(root: Path, timeout: int = 1800) -> Environment:
     """The base runtime, built on first use."""
     target = root / f"base-{base_key()}"
-    pf_home = _pf_home(root)
     if (target / ".complete").exists():
-        return Environment(target, pf_home)
+        return Environment(target)
     with _locked(root / f".{target.name}.lock"):
         if (target / ".complete").exists():
-            return Environment(target, pf_home)
+            return Environment(target)
         building = root / f"{target.name}.building"
         shutil.rmtree(building, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)
@@ -199,7 +257,7 @@ def ensure_base(root: Path, timeout: int = 1800) -> Environment:
             _make_relocatable(building, target)
         building.rename(target)
         (target / ".complete").write_text(base_key())
-    return Environment(target, pf_home)
+    return Environment(target)
 
 
 def _make_relocatable(building: Path, target: Path) -> None:
@@ -219,18 +277,29 @@ def _site_packages(env_path: Path) -> Path:
     return env_path / relative
 
 
-def ensure_flow_environment(root: Path, requirements: str, timeout: int = 1800) -> Environment:
-    """The environment for a flow: the base runtime, plus a layer when it has requirements of its own."""
+def ensure_flow_environment(
+    root: Path, requirements: str, timeout: int = 1800, allow_sources: bool = False
+) -> Environment:
+    """The environment for a flow: the base runtime, plus a layer when it has requirements of its own.
+
+    Requirements that break runtime/requirements_policy.py are refused before pip sees them (the
+    importer checks first; this guards every other caller, such as provisioning an older version).
+    """
+    from runtime.requirements_policy import requirement_problems
+
+    problems = requirement_problems(requirements, allow_sources=allow_sources)
+    if problems:
+        raise EnvironmentBuildError("The requirements are not allowed:\n" + "\n".join(problems))
     base = ensure_base(root, timeout)
     wanted = normalise_requirements(requirements)
     if not wanted or not needs_layer(wanted):
         return base
     target = root / "layers" / f"{base.path.name}-{_digest(wanted)}"
     if (target / ".complete").exists():
-        return Environment(target, base.pf_home)
+        return Environment(target, base.path)
     with _locked(root / "layers" / f".{target.name}.lock"):
         if (target / ".complete").exists():
-            return Environment(target, base.pf_home)
+            return Environment(target, base.path)
         building = target.with_name(target.name + ".building")
         shutil.rmtree(building, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)
@@ -244,12 +313,12 @@ def ensure_flow_environment(root: Path, requirements: str, timeout: int = 1800) 
             (site_packages / "_flowdeploy_base.pth").write_text(str(_site_packages(base.path)) + "\n")
             requirements_file = building / "requirements.txt"
             requirements_file.write_text(wanted + "\n")
-            install = [str(building / "bin" / "python"), "-m", "pip", "install", "--no-input"]
-            _run([*install, "-r", str(requirements_file)], timeout, log, env=_pip_env())
+            command, env = _sandboxed_pip(building, base, requirements_file)
+            _run(command, timeout, log, env=env)
             _make_relocatable(building, target)
         building.rename(target)
         (target / ".complete").write_text(wanted)
-    return Environment(target, base.pf_home)
+    return Environment(target, base.path)
 
 
 def environment_key(requirements: str) -> str:

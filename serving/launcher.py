@@ -61,27 +61,42 @@ class InstanceSpec:
             APP,
         ]
 
-    def process_env(self) -> dict[str, str]:
-        env = self.environment.process_env(self.env_vars)
-        env["PROMPTFLOW_PROJECT_PATH"] = str(self.flow_dir)
-        env["FLOWDEPLOY_INSTANCE_ID"] = self.instance_id
-        return env
+    def sandboxed(self, sandbox_args: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+        """gunicorn in the flow's sandbox: the runtime read-only, its own flow copy and home writable."""
+        extra_env = {
+            **self.env_vars,
+            "PROMPTFLOW_PROJECT_PATH": str(self.flow_dir),
+            "FLOWDEPLOY_INSTANCE_ID": self.instance_id,
+        }
+        return self.environment.flow_process(
+            self.command(),
+            home=self.flow_dir.parent / "home",
+            writable=(self.flow_dir,),
+            detached=True,
+            cwd=self.flow_dir,
+            extra_env=extra_env,
+            sandbox_args=sandbox_args,
+        )
 
 
 def start(spec: InstanceSpec) -> int:
-    """Start the instance detached and return its pid once it runs gunicorn; output goes to spec.log_path.
+    """Start the instance detached, sandboxed, and return the pid of its gunicorn; output goes to spec.log_path.
 
-    Returning only after the exec matters: until then /proc/<pid>/cmdline is the worker's, and
-    is_running() would take the instance for dead.
+    The pid is the sandboxed process's (bubblewrap reports it on --info-fd), in its own session, so
+    stop() signals gunicorn and its workers, not bubblewrap. Returning only after the exec matters:
+    until then /proc/<pid>/cmdline is the worker's, and is_running() would take the instance for dead.
     """
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_read, pid_write = os.pipe()
     exec_read, exec_write = os.pipe()  # close-on-exec: reading it gives EOF once the instance has exec'd
+    info_read, info_write = os.pipe()  # bubblewrap writes {"child-pid": N} here, then closes it
+    command, env = spec.sandboxed(("--info-fd", str(info_write)))
     child = os.fork()
     if child == 0:  # intermediate: fork the instance, exit so init adopts it
         try:
             os.close(pid_read)
             os.close(exec_read)
+            os.close(info_read)
             grandchild = os.fork()
             if grandchild == 0:
                 os.setsid()  # its own session and process group, so stop() can signal all its workers
@@ -90,22 +105,34 @@ def start(spec: InstanceSpec) -> int:
                 os.dup2(devnull, 0)
                 os.dup2(log, 1)
                 os.dup2(log, 2)
-                os.closerange(3, exec_write)
-                os.closerange(exec_write + 1, 1024)
+                keep = sorted({exec_write, info_write})
+                os.closerange(3, keep[0])
+                os.closerange(keep[0] + 1, keep[1])
+                os.closerange(keep[1] + 1, 1024)
+                os.set_inheritable(info_write, True)
                 os.chdir(spec.flow_dir)
-                command = spec.command()
-                os.execve(command[0], command, spec.process_env())
+                os.execve(command[0], command, env)
             os.write(pid_write, str(grandchild).encode())
         finally:
             os._exit(0)
     os.close(pid_write)
     os.close(exec_write)
+    os.close(info_write)
     os.waitpid(child, 0)
     with os.fdopen(pid_read) as pipe:
         pid = int(pipe.read() or 0)
     with os.fdopen(exec_read, "rb") as pipe:
-        pipe.read()  # EOF when the instance has exec'd gunicorn (or died trying)
-    return pid
+        pipe.read()  # EOF when the instance has exec'd (or died trying)
+    with os.fdopen(info_read, "rb") as pipe:
+        info = pipe.read()  # EOF at once when the sandbox is off
+    return _sandboxed_pid(info) or pid
+
+
+def _sandboxed_pid(info: bytes) -> int | None:
+    try:
+        return int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def is_running(pid: int | None, instance_id: str) -> bool:

@@ -38,11 +38,11 @@ def test_it_names_an_environment_by_its_requirements():
     assert environment_key("python-slugify==8.0.4") != environment_key("python-slugify==8.0.3")
 
 
-def test_it_turns_telemetry_off_before_promptflow_runs(flow_runtime):
-    config = yaml.safe_load((flow_runtime.pf_home / "pf.yaml").read_text())
+def test_it_turns_telemetry_off_before_promptflow_runs(flow_runtime, tmp_path):
+    env = flow_runtime.process_env(tmp_path / "home")
+    config = yaml.safe_load((Path(env["PF_HOME_DIRECTORY"]) / "pf.yaml").read_text())
     assert config["telemetry"] == {"enabled": "false"}
-    env = flow_runtime.process_env()
-    assert env["PF_HOME_DIRECTORY"] == str(flow_runtime.pf_home)
+    assert env["PF_HOME_DIRECTORY"] == str(tmp_path / "home" / "pf-home")
     # Azure Monitor's exporter, loaded by promptflow's serving app, would call Azure for its settings.
     assert (
         env["APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED"] == env["APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"] == "true"
@@ -50,31 +50,27 @@ def test_it_turns_telemetry_off_before_promptflow_runs(flow_runtime):
     assert "DJANGO_SECRET_KEY" not in env and "DATABASE_URL" not in env
 
 
-def test_it_runs_promptflow_in_the_base_runtime(flow_runtime):
-    completed = subprocess.run(
+def test_it_runs_promptflow_in_the_base_runtime(flow_runtime, tmp_path):
+    command, env = flow_runtime.flow_process(
         [str(flow_runtime.python), "-c", "import promptflow.core, promptflow.tools, httpx; print('ok')"],
-        capture_output=True,
-        text=True,
-        env=flow_runtime.process_env(),
-        check=False,
+        home=tmp_path / "home",
     )
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert completed.stdout.strip() == "ok", completed.stderr
 
 
-def test_it_builds_a_layer_once_and_reuses_it(flow_runtime):
+def test_it_builds_a_layer_once_and_reuses_it(flow_runtime, tmp_path):
     root = Path(settings.FLOWDEPLOY_RUNTIME_DIR)
     first = ensure_flow_environment(root, "python-slugify==8.0.4\n")
     built_at = os.stat(first.path / ".complete").st_mtime
     second = ensure_flow_environment(root, "# the same, written differently\npython-slugify==8.0.4")
     assert second.path == first.path
     assert os.stat(second.path / ".complete").st_mtime == built_at
-    completed = subprocess.run(
+    command, env = second.flow_process(
         [str(second.python), "-c", "import slugify, promptflow.core; print(slugify.slugify('A B'))"],
-        capture_output=True,
-        text=True,
-        env=second.process_env(),
-        check=False,
+        home=tmp_path / "home",
     )
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert completed.stdout.strip() == "a-b", completed.stderr
 
 

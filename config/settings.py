@@ -117,6 +117,9 @@ FLOWDEPLOY_RUNS_DIR = DATA_DIR / "runs"
 FLOWDEPLOY_MAX_UPLOAD_BYTES = envint("FLOWDEPLOY_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, minimum=1024)
 FLOWDEPLOY_TEST_RUN_TIMEOUT = envint("FLOWDEPLOY_TEST_RUN_TIMEOUT", 300, minimum=1)
 FLOWDEPLOY_ENV_BUILD_TIMEOUT = envint("FLOWDEPLOY_ENV_BUILD_TIMEOUT", 1800, minimum=30)
+# Admin only: let flows' requirements.txt name other package sources (index options, URLs, VCS links,
+# -e); -r/-c, local paths and file: URLs stay refused (runtime/requirements_policy.py).
+FLOWDEPLOY_ALLOW_REQUIREMENT_SOURCES = envbool("FLOWDEPLOY_ALLOW_REQUIREMENT_SOURCES", False)
 FLOWDEPLOY_SAMPLES_DIR = envpath("FLOWDEPLOY_SAMPLES_DIR", BASE_DIR / "samples")
 FLOWDEPLOY_DEPLOYMENTS_DIR = DATA_DIR / "deployments"
 # Where instance processes fetch their connections (promptflow's HTTP connection provider) and where

@@ -19,11 +19,16 @@ from django.db import transaction
 from flows.execution import IGNORED_IN_SNAPSHOT, RunnerError, flow_environment, validate_flow
 from flows.models import FLOW_FILE, Flow, FlowSource, FlowVersion
 from runtime.environments import EnvironmentBuildError, environment_key
+from runtime.requirements_policy import find_problems
 from workspace import audit
-from workspace.connections import promptflow_connections
+from workspace.connection_types import NAME_RE as CONNECTION_NAME_RE
+from workspace.connection_types import PROMPTFLOW_MODULE
+from workspace.models import Connection
 
 FLOW_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 MAX_FILES = 2000
+# What validation gets instead of a connection's secret values: it needs names, types and configs only.
+SECRET_PLACEHOLDER = "<secret withheld from validation>"
 
 
 @dataclass
@@ -149,28 +154,97 @@ def content_hash(folder: Path) -> str:
     return hasher.hexdigest()
 
 
-def read_requirements(flow_dir: Path) -> str:
-    """The flow's requirements, read before promptflow runs so its environment can be built first."""
+def _read_dag(flow_dir: Path) -> dict:
+    """flow.dag.yaml as a dict, or {} when it cannot be read (validation then reports why, with the line)."""
     try:
         data = yaml.safe_load((flow_dir / FLOW_FILE).read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError):
-        data = {}  # promptflow reports the YAML error with its line during validation
-    environment = data.get("environment") if isinstance(data, dict) else None
-    name = (environment or {}).get("python_requirements_txt") or "requirements.txt"
-    path = (flow_dir / str(name)).resolve()
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _requirements_file(flow_dir: Path, dag: dict) -> tuple[str, str]:
+    """The name flow.dag.yaml gives the requirements file, and its text ("" when it is absent or outside the flow)."""
+    environment = dag.get("environment")
+    name = str((environment if isinstance(environment, dict) else {}).get("python_requirements_txt") or "")
+    name = name or "requirements.txt"
+    path = (flow_dir / name).resolve()
     if not path.is_relative_to(flow_dir.resolve()) or not path.is_file():
-        return ""
-    return path.read_text(encoding="utf-8", errors="replace")
+        return name, ""
+    return name, path.read_text(encoding="utf-8", errors="replace")
+
+
+def read_requirements(flow_dir: Path) -> str:
+    """The flow's requirements, read before promptflow runs so its environment can be built first."""
+    return _requirements_file(flow_dir, _read_dag(flow_dir))[1]
+
+
+def check_requirements(requirements: str, filename: str = "requirements.txt") -> None:
+    """Refuse requirements that break the policy (runtime/requirements_policy.py) before pip sees them."""
+    problems = find_problems(requirements, settings.FLOWDEPLOY_ALLOW_REQUIREMENT_SOURCES, filename)
+    if not problems:
+        return
+    first, rest = problems[0], problems[1:]
+    message = f"{first.quoted()}: {first.reason}"
+    message += "".join(f"\nAlso line {p.line_number}: {p.quoted()}: {p.reason}" for p in rest)
+    raise FlowImportError(message, code="RequirementsNotAllowed", file=filename, line=first.line_number)
+
+
+def referenced_connection_names(dag: dict) -> set[str]:
+    """Every name the flow's nodes could use as a connection, read from flow.dag.yaml before promptflow runs.
+
+    A node's `connection`, and each literal input that could name one (a python tool's connection input
+    is a plain string), in the nodes and their variants. A superset: names that are no connection are ignored.
+    """
+    nodes = list(dag.get("nodes") or []) if isinstance(dag.get("nodes"), list) else []
+    variants_by_node = dag.get("node_variants")
+    for variants in (variants_by_node or {}).values() if isinstance(variants_by_node, dict) else []:
+        entries = variants.get("variants") if isinstance(variants, dict) else None
+        for variant in (entries or {}).values() if isinstance(entries, dict) else []:
+            if isinstance(variant, dict):
+                nodes.append(variant.get("node"))
+    names = set()
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        inputs = node.get("inputs")
+        candidates = [node.get("connection"), *(inputs.values() if isinstance(inputs, dict) else [])]
+        for value in candidates:
+            if isinstance(value, str) and CONNECTION_NAME_RE.match(value.strip()):
+                names.add(value.strip())
+    return names
+
+
+def validation_connections(names: set[str]) -> dict[str, dict]:
+    """The named connections in promptflow's dict format, every secret value replaced by a placeholder.
+
+    Validation resolves each node's tool and connection type; it never calls a provider, so it needs no
+    secret, and the flow's code (which validation imports) never sees one.
+    """
+    connections = {}
+    for connection in Connection.objects.filter(name__in=sorted(names)):
+        value = {k: v for k, v in connection.configs.items() if v not in (None, "")}
+        value.update(dict.fromkeys(connection.secret_keys, SECRET_PLACEHOLDER))
+        connections[connection.name] = {
+            "type": connection.promptflow_class,
+            "name": connection.name,
+            "module": PROMPTFLOW_MODULE,
+            "value": value,
+            "secret_keys": sorted(connection.secret_keys),
+        }
+    return connections
 
 
 def validate(flow_dir: Path) -> dict:
-    requirements = read_requirements(flow_dir)
+    dag = _read_dag(flow_dir)
+    requirements_name, requirements = _requirements_file(flow_dir, dag)
+    check_requirements(requirements, requirements_name)
     try:
         env = flow_environment(requirements)
     except EnvironmentBuildError as exc:
-        raise FlowImportError(str(exc), code="RequirementsFailed", file="requirements.txt") from exc
+        raise FlowImportError(str(exc), code="RequirementsFailed", file=requirements_name) from exc
     try:
-        verdict = validate_flow(env, flow_dir, promptflow_connections())
+        verdict = validate_flow(env, flow_dir, validation_connections(referenced_connection_names(dag)))
     except RunnerError as exc:
         raise FlowImportError(str(exc), code="RuntimeFailed") from exc
     if not verdict.get("ok"):

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from endpoints import capacity, publishing, sizes
 from endpoints.connections import connection_problems
+from endpoints.environment_variables import environment_variable_problems
 from endpoints.models import (
     AuthType,
     Deployment,
@@ -268,9 +269,10 @@ def clean_deployment_settings(flow_version: FlowVersion, values: dict, existing:
         1000,
     )
     env = data["environment_variables"] or {}
-    if not isinstance(env, dict) or not all(isinstance(k, str) and k.replace("_", "").isalnum() for k in env):
-        raise ValidationError({"environment_variables": "Environment variables must be NAME: value pairs."})
-    data["environment_variables"] = {k: str(v) for k, v in env.items()}
+    problems = environment_variable_problems(env)
+    if problems:
+        raise ValidationError({"environment_variables": problems})
+    data["environment_variables"] = dict(env)
     outputs = list(data["selected_outputs"] or [])
     missing = [name for name in outputs if name not in flow_version.outputs]
     if missing:

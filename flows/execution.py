@@ -21,7 +21,6 @@ IGNORED_IN_SNAPSHOT = {"__pycache__", ".promptflow", ".runs", ".git", ".venv", "
 __all__ = [
     "EnvironmentBuildError",
     "RunnerError",
-    "SandboxUnavailable",
     "flow_environment",
     "run_bulk",
     "run_line",
@@ -60,14 +59,17 @@ def _runner_process(
 ) -> tuple[list[str], dict[str, str]]:
     """The runner in the flow's sandbox: it reads the runtime and the runner, writes only its copy of the flow
     and a home of its own beside it, and sees nothing else of the studio."""
-    return env.flow_process(
-        [str(env.python), str(RUNNER), *args],
-        home=flow_dir.parent / "home",
-        read_only=(RUNNER, *read_only),
-        writable=(flow_dir,),
-        network=network,
-        cwd=flow_dir,
-    )
+    try:
+        return env.flow_process(
+            [str(env.python), str(RUNNER), *args],
+            home=flow_dir.parent / "home",
+            read_only=(RUNNER, *read_only),
+            writable=(flow_dir,),
+            network=network,
+            cwd=flow_dir,
+        )
+    except SandboxUnavailable as exc:
+        raise RunnerError(str(exc)) from None
 
 
 def _results(stdout: str) -> list[dict]:

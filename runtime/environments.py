@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.sandbox import Sandbox, pip_environment
+from runtime.sandbox import Sandbox, SandboxUnavailable, pip_environment
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ class Environment:
             "HOME": str(home),
             "TMPDIR": "/tmp",
             "LANG": "C.UTF-8",
+            # The sandbox has no /etc/passwd: getpass.getuser() reads these first.
+            "USER": "flow",
+            "LOGNAME": "flow",
             "VIRTUAL_ENV": str(self.path),
             "PF_HOME_DIRECTORY": str(prepare_pf_home(home)),
             "PF_DISABLE_TRACING": "true",
@@ -313,7 +316,10 @@ def ensure_flow_environment(
             (site_packages / "_flowdeploy_base.pth").write_text(str(_site_packages(base.path)) + "\n")
             requirements_file = building / "requirements.txt"
             requirements_file.write_text(wanted + "\n")
-            command, env = _sandboxed_pip(building, base, requirements_file)
+            try:
+                command, env = _sandboxed_pip(building, base, requirements_file)
+            except SandboxUnavailable as exc:
+                raise EnvironmentBuildError(str(exc)) from None
             _run(command, timeout, log, env=env)
             _make_relocatable(building, target)
         building.rename(target)

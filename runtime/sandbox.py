@@ -10,7 +10,8 @@ namespaces (and a new network namespace when it needs no network) with a filesys
 - the Python installation the runtime was built from, read-only;
 - what the caller lists: read-only paths (the runtime, the runner) and writable ones (the
   flow's own throwaway copy, a layer being built);
-- a private /tmp, /proc of its own pid namespace, and a minimal /dev.
+- a private /tmp, /proc of its own pid namespace, and a minimal /dev;
+- everything else read-only: the folders leading to those mounts exist, empty.
 
 So it cannot see the studio's data folder, database, secret key, other flows or any process
 outside its own namespace, and it runs as an unprivileged user without capabilities. It shares
@@ -194,6 +195,8 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         for path in _unique(self.writable):
             args += ["--bind", str(path), str(path)]
+        # The folders bwrap made to hold those mounts stay empty and read-only: only /tmp and `writable` take writes.
+        args += ["--remount-ro", "/"]
         if cwd is not None:
             args += ["--chdir", str(cwd)]
         args += list(self.extra_args)

@@ -240,8 +240,9 @@ def deploy(celery_worker, gateway_url, import_flow, settings) -> Callable:
 
     settings.FLOWDEPLOY_GATEWAY_URL = gateway_url
 
-    def deployer(flow: str, endpoint: str = "ep-pages", name: str = "blue", auth_type=AuthType.KEY, **values):
-        version = import_flow(flow)
+    def deployer(flow, endpoint: str = "ep-pages", name: str = "blue", auth_type=AuthType.KEY, **values):
+        """`flow` is a fixture flow's name, or a FlowVersion already imported."""
+        version = import_flow(flow) if isinstance(flow, str) else flow
         target = Endpoint.objects.filter(name=endpoint).first() or services.create_endpoint(
             endpoint, auth_type=auth_type
         )

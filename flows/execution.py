@@ -34,7 +34,10 @@ class RunnerError(Exception):
 
 def flow_environment(requirements: str) -> Environment:
     return ensure_flow_environment(
-        Path(settings.FLOWDEPLOY_RUNTIME_DIR), requirements, timeout=settings.FLOWDEPLOY_ENV_BUILD_TIMEOUT
+        Path(settings.FLOWDEPLOY_RUNTIME_DIR),
+        requirements,
+        timeout=settings.FLOWDEPLOY_ENV_BUILD_TIMEOUT,
+        allow_sources=settings.FLOWDEPLOY_ALLOW_REQUIREMENT_SOURCES,
     )
 
 

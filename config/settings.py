@@ -1,16 +1,24 @@
 """Flowdeploy settings. Every value comes from the environment; .env.example lists them all."""
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import envbool, envint, envlist, envpath, envstr
+from serving import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = envpath("FLOWDEPLOY_DATA_DIR", BASE_DIR / "var")
 
 DEBUG = envbool("DJANGO_DEBUG", False)
-SECRET_KEY = envstr("DJANGO_SECRET_KEY") or "flowdeploy-insecure-development-key-change-me"
+# DJANGO_SECRET_KEY, else the key file `make run` creates (serving/secret_key.py); never a built-in default.
+try:
+    SECRET_KEY = secret_key.find()
+except secret_key.SecretKeyError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 
@@ -110,7 +118,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = envstr("FLOWDEPLOY_QUEUE", "flowdeploy")
 
 # Flowdeploy.
-FLOWDEPLOY_SECRET_KEY = envstr("FLOWDEPLOY_SECRET_KEY")
+# Encrypts connection secrets and signs scoring tokens; derived from SECRET_KEY when empty.
+FLOWDEPLOY_SECRET_KEY = envstr("FLOWDEPLOY_SECRET_KEY").strip()
+try:
+    secret_key.refuse_public(FLOWDEPLOY_SECRET_KEY, "FLOWDEPLOY_SECRET_KEY")
+except secret_key.SecretKeyError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 FLOWDEPLOY_RUNTIME_DIR = envpath("FLOWDEPLOY_RUNTIME_DIR", Path.home() / ".cache" / "flowdeploy" / "runtime")
 FLOWDEPLOY_FLOWS_DIR = DATA_DIR / "flows"
 FLOWDEPLOY_RUNS_DIR = DATA_DIR / "runs"
@@ -130,6 +143,20 @@ FLOWDEPLOY_MAX_INSTANCES = envint("FLOWDEPLOY_MAX_INSTANCES", 20, minimum=1)
 # Memory the local provider may hand out to instances; 0 means 80% of this machine's memory.
 FLOWDEPLOY_LOCAL_CAPACITY_MIB = envint("FLOWDEPLOY_LOCAL_CAPACITY_MIB", 0, minimum=0)
 FLOWDEPLOY_PROBE_TIMEOUT = envint("FLOWDEPLOY_PROBE_TIMEOUT", 120, minimum=5)
+# An instance fetches its connections once, while its app loads (before it answers the probe): its
+# connection-provider token is minted at each start and expires after this many seconds.
+FLOWDEPLOY_PROVIDER_TOKEN_LIFETIME = envint(
+    "FLOWDEPLOY_PROVIDER_TOKEN_LIFETIME", FLOWDEPLOY_PROBE_TIMEOUT + 60, minimum=10
+)
+# Where instances call the connection provider from: loopback for `make run`, the compose network in containers.
+FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS = envlist("FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS") or ["127.0.0.0/8", "::1/128"]
+for _network in FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS must list networks such as 127.0.0.0/8, not {_network!r}"
+        ) from None
 FLOWDEPLOY_MAX_REQUEST_BYTES = envint("FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 
 LOGGING = {

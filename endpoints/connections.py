@@ -1,30 +1,117 @@
 """How an instance gets its connections: promptflow's HTTP connection provider, pointed at the studio.
 
-The URL carries a signed token naming the deployment; the studio answers only for the connections
-that deployment's flow uses, after its overrides.
+promptflow (promptflow-core's `HttpConnectionProvider`) fetches them once, while the serving app loads
+in gunicorn's master (`--preload`), before the instance answers its readiness probe; workers are forked
+with them. So each start of an instance gets its own token, minted for that start, which expires soon
+after (FLOWDEPLOY_PROVIDER_TOKEN_LIFETIME, by default the probe timeout plus a minute). It names the
+instance, its deployment, generation and restart count; the studio answers only while that instance
+exists, belongs to them, has not crashed since and is not stopped or draining, and only to direct calls
+from FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS.
+
+The provider sends no header of its own, but httpx turns the URL's user info into an `Authorization:
+Basic` header, so the token travels in a header, never in the path that the studio's request log and
+uvicorn's access log write. When a fetch fails, promptflow's traceback in the instance's own log does
+show the URL with the token; by then the start has failed, and the token dies with it (the instance
+is stopped, or its crash is recorded) or expires.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
+import secrets
+import time
+from urllib.parse import urlsplit, urlunsplit
+
 from django.conf import settings
 from django.core import signing
 
+from endpoints.models import LIVE_INSTANCE_STATES, DeploymentState, Instance
 from flows.models import FlowVersion
 from workspace.connections import connection_type_names
 
-SALT = "flowdeploy.connection-provider"
+SALT = "flowdeploy.connection-provider.v2"
+USERNAME = "instance"
+# Headers a proxy adds: the provider is for instances calling directly, never through a reverse proxy.
+PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 
 
-def provider_url(deployment) -> str:
-    token = signing.dumps({"d": deployment.pk, "g": deployment.generation}, salt=SALT)
-    return f"{settings.FLOWDEPLOY_STUDIO_URL}/internal/connection-provider/{token}"
+def mint_token(instance: Instance, now: float | None = None) -> str:
+    issued = int(now if now is not None else time.time())
+    claims = {
+        "i": str(instance.pk),
+        "d": instance.deployment_id,
+        "g": instance.generation,
+        "r": instance.restarts,  # a crash recorded since this start makes its token worthless
+        "exp": issued + settings.FLOWDEPLOY_PROVIDER_TOKEN_LIFETIME,
+        "n": secrets.token_urlsafe(6),  # every start's token differs, even within one second
+    }
+    return signing.Signer(salt=SALT, sep=".").sign_object(claims)
 
 
-def deployment_id_from(token: str) -> int | None:
+def provider_url(instance: Instance) -> str:
+    """The endpoint promptflow calls, for this start of this instance: the token is the URL's password."""
+    studio = urlsplit(settings.FLOWDEPLOY_STUDIO_URL)
+    host = studio.netloc.rpartition("@")[2]
+    netloc = f"{USERNAME}:{mint_token(instance)}@{host}"
+    return urlunsplit((studio.scheme, netloc, f"{studio.path}/internal/connection-provider", "", ""))
+
+
+def token_from(authorization: str) -> str:
+    """The token in an `Authorization: Basic` header, or ""."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
     try:
-        return int(signing.loads(token, salt=SALT)["d"])
-    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
+
+
+def instance_for(token: str, now: float | None = None) -> Instance | None:
+    """The instance a token was minted for, if the token is good and that instance may still fetch connections.
+
+    None unless: the signature is the studio's, it has not expired, the instance exists, belongs to the
+    deployment and generation named, has not crashed since (its restart count is the token's), is not
+    stopped or draining, and its generation is the deployment's current or live one (a retired
+    generation's instances fail even before they are marked stopped).
+    """
+    try:
+        claims = signing.Signer(salt=SALT, sep=".").unsign_object(token)
+        instance_id, deployment_id, generation, expires = claims["i"], claims["d"], claims["g"], claims["exp"]
+        restarts = claims["r"]
+    except (signing.BadSignature, ValueError, TypeError, KeyError):
         return None
+    if not isinstance(expires, int) or expires <= (now if now is not None else time.time()):
+        return None
+    instance = (
+        Instance.objects.select_related("deployment__flow_version")
+        .filter(pk=instance_id, deployment_id=deployment_id, generation=generation, restarts=restarts)
+        .filter(state__in=LIVE_INSTANCE_STATES)
+        .exclude(deployment__state=DeploymentState.DELETING)
+        .first()
+    )
+    if instance is None:
+        return None
+    if generation not in (instance.deployment.generation, instance.deployment.live_generation):
+        return None
+    return instance
+
+
+def allowed_caller(meta: dict) -> bool:
+    """A direct call (no proxy's headers) from an address in FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS."""
+    if any(meta.get(header) for header in PROXY_HEADERS):
+        return False
+    try:
+        address = ipaddress.ip_address(meta.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    networks = settings.FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
 
 
 def resolve(flow_version: FlowVersion, overrides: dict[str, str], name: str) -> str | None:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from config import local_services
 from endpoints import capacity, publishing
 from endpoints.connections import connection_problems, provider_url
+from endpoints.environment_variables import environment_variable_problems
 from endpoints.models import (
     HEARTBEAT_STALE_AFTER,
     LIVE_INSTANCE_STATES,
@@ -91,6 +92,8 @@ def provision(deployment_id: int) -> None:
 def _validate(deployment: Deployment) -> None:
     _phase(deployment, Phase.VALIDATING, "Checking the flow, its connections and this machine's capacity.")
     problems = connection_problems(deployment.flow_version, deployment.connection_overrides)
+    # A deployment saved before the environment-variable rule is held to it before anything starts.
+    problems += environment_variable_problems(deployment.environment_variables)
     if problems:
         raise ProvisioningFailed(" ".join(problems))
     shortfall = capacity.shortfall(deployment)
@@ -125,13 +128,13 @@ def _register_model(deployment: Deployment) -> None:
     )
 
 
-def instance_env_vars(deployment: Deployment) -> dict[str, str]:
+def instance_env_vars(deployment: Deployment, instance: Instance) -> dict[str, str]:
     env = {str(k): str(v) for k, v in deployment.environment_variables.items()}
     outputs = list(deployment.flow_version.outputs)
     if deployment.selected_outputs and set(deployment.selected_outputs) != set(outputs):
         env["PROMPTFLOW_RESPONSE_INCLUDED_FIELDS"] = json.dumps(deployment.selected_outputs)
     if deployment.flow_version.connections:
-        env["PF_HTTP_CONNECTION_PROVIDER_ENDPOINT"] = provider_url(deployment)
+        env["PF_HTTP_CONNECTION_PROVIDER_ENDPOINT"] = provider_url(instance)  # a fresh token for every start
     return env
 
 
@@ -151,7 +154,7 @@ def start_instance(deployment: Deployment, instance: Instance, environment) -> I
         threads=size.threads,
         log_path=instance.log_path,
         request_timeout_s=max(1, deployment.request_timeout_ms // 1000),
-        env_vars=instance_env_vars(deployment),
+        env_vars=instance_env_vars(deployment, instance),
     )
     pid = launcher.start(spec)
     Instance.objects.filter(pk=instance.pk).update(

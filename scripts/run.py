@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.local_services import start_redis  # noqa: E402
+from serving import secret_key  # noqa: E402
 
 BIN = Path(sys.executable).parent
 STUDIO_HOST = os.environ.get("FLOWDEPLOY_HOST", "127.0.0.1")
@@ -35,6 +36,15 @@ def main() -> int:
     os.environ.setdefault("FLOWDEPLOY_GATEWAY_URL", f"http://{STUDIO_HOST}:{GATEWAY_PORT}")
     data_dir = Path(os.environ.get("FLOWDEPLOY_DATA_DIR", ROOT / "var"))
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Every child (and anything started by hand later) finds the key the same way: DJANGO_SECRET_KEY or this file.
+    created = secret_key.ensure_file()
+    if created:
+        print(f"Created a secret key in {created}: keep it, it signs sessions and tokens and encrypts secrets.")
+    try:
+        secret_key.find()
+    except secret_key.SecretKeyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     children: list[tuple[str, subprocess.Popen]] = []
     try:

@@ -23,10 +23,19 @@ TOKEN_REFRESH_AFTER = 1800
 
 
 def signing_key(secret: str | None = None) -> bytes:
-    """The token signing key, derived from FLOWDEPLOY_SECRET_KEY (or DJANGO_SECRET_KEY)."""
-    base = secret or os.environ.get("FLOWDEPLOY_SECRET_KEY") or os.environ.get("DJANGO_SECRET_KEY") or ""
-    if not base:
-        base = "flowdeploy-insecure-development-key-change-me"
+    """The token signing key, derived from FLOWDEPLOY_SECRET_KEY, else from the studio's secret key.
+
+    The studio's key is found as the studio's settings find it (serving/secret_key.py: DJANGO_SECRET_KEY,
+    else the key file), so a gateway started by hand or by compose signs like the studio. No key, or a
+    published one, raises SecretKeyError: there is no built-in fallback.
+    """
+    from serving import secret_key
+
+    base = (secret or os.environ.get("FLOWDEPLOY_SECRET_KEY", "")).strip()
+    if base:
+        secret_key.refuse_public(base, "FLOWDEPLOY_SECRET_KEY")
+    else:
+        base = secret_key.find()
     return hashlib.sha256(b"flowdeploy-scoring-token\0" + base.encode()).digest()
 
 

@@ -1,35 +1,49 @@
-from django.http import Http404, JsonResponse
+"""The connection provider the instances call (endpoints/connections.py): no session, a per-start token."""
+
+from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from endpoints.connections import deployment_id_from, resolve
-from endpoints.models import Deployment
+from endpoints.connections import allowed_caller, instance_for, resolve, token_from
+from endpoints.models import Instance
 from workspace.connections import to_promptflow_dict
 from workspace.models import Connection
 
+FORBIDDEN = (
+    "The connection provider answers only an instance starting on this machine, with the token of that start: "
+    "this call came from another address, or its token is invalid, expired, or for an instance that no longer runs."
+)
 
-def _deployment(token: str) -> Deployment:
-    deployment_id = deployment_id_from(token)
-    deployment = Deployment.objects.select_related("flow_version").filter(pk=deployment_id).first()
-    if deployment is None:
-        raise Http404("Unknown deployment.")
-    return deployment
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def _caller(request) -> Instance | None:
+    if not allowed_caller(request.META):
+        return None
+    return instance_for(token_from(request.headers.get("Authorization", "")))
 
 
 @require_GET
-def connection_provider_get(request, token: str, name: str):
+def connection_provider_get(request, name: str):
     """promptflow's HttpConnectionProvider asks here for one connection, by the name the flow uses."""
-    deployment = _deployment(token)
+    instance = _caller(request)
+    if instance is None:
+        return _error(403, "Forbidden", FORBIDDEN)
+    deployment = instance.deployment
     target = resolve(deployment.flow_version, deployment.connection_overrides, name)
     connection = Connection.objects.filter(name=target).first() if target else None
     if connection is None:
-        return JsonResponse({"error": f"Connection {name!r} is not available to this deployment."}, status=404)
+        return _error(404, "NotFound", f"Connection {name!r} is not available to this deployment.")
     payload = to_promptflow_dict(connection)
     payload["name"] = name  # the override answers under the name the flow asks for
     return JsonResponse(payload)
 
 
 @require_GET
-def connection_provider_list(request, token: str):
-    deployment = _deployment(token)
-    names = deployment.flow_version.connection_names()
+def connection_provider_list(request):
+    instance = _caller(request)
+    if instance is None:
+        return _error(403, "Forbidden", FORBIDDEN)
+    names = instance.deployment.flow_version.connection_names()
     return JsonResponse([{"name": n} for n in names], safe=False)

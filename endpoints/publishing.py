@@ -12,7 +12,7 @@ from django.db.models import F
 
 from endpoints.models import AuthType, Deployment, DeploymentState, Endpoint, Instance, InstanceState
 from serving import routing
-from serving.auth import key_digest
+from serving.auth import key_digest, routing_key
 
 NO_GATEWAY_AFTER = 1.0
 
@@ -63,7 +63,9 @@ def publish(endpoint: Endpoint) -> int:
     Endpoint.objects.filter(pk=endpoint.pk).update(routing_version=F("routing_version") + 1)
     version = Endpoint.objects.values_list("routing_version", flat=True).get(pk=endpoint.pk)
     endpoint.refresh_from_db()
-    routing.publish(client(), build_document(endpoint, version))
+    # Signed: the gateway serves no document it cannot verify (flow processes can write to Redis too).
+    key = routing_key(settings.FLOWDEPLOY_SECRET_KEY or settings.SECRET_KEY)
+    routing.publish(client(), build_document(endpoint, version), key)
     return version
 
 

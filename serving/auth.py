@@ -6,6 +6,8 @@ Plain Python: the gateway imports this without Django.
   gateway hashes what it is given and compares digests in constant time.
 - Tokens are `<payload>.<signature>`: url-safe base64 of JSON {"ep": endpoint, "iat": issued, "exp": expires,
   "rat": refresh-after} and an HMAC-SHA256 of it. They expire after an hour, like Azure ML tokens.
+- Routing documents (serving/routing.py) carry an HMAC-SHA256 made with `routing_key()`, so a process
+  that can write to Redis but does not know the secret cannot redirect an endpoint's traffic.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ def signing_key(secret: str | None = None) -> bytes:
     else:
         base = secret_key.find()
     return hashlib.sha256(b"flowdeploy-scoring-token\0" + base.encode()).digest()
+
+
+def routing_key(secret: str | None = None) -> bytes:
+    """The key routing documents are signed with: from the same secret as `signing_key`, its own label.
+
+    Derived from `signing_key`'s result, so it follows wherever that finds its secret; the HMAC is one-way,
+    so a routing key tells nothing about the token key.
+    """
+    return hmac.new(signing_key(secret), b"flowdeploy-routing\0", hashlib.sha256).digest()
 
 
 def new_key() -> str:
@@ -86,7 +97,7 @@ def token_endpoint(token: str, key: bytes, now: float | None = None) -> str | No
         if not hmac.compare_digest(expected, signature):
             return None
         claims = json.loads(_unb64(payload))
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, TypeError):  # TypeError: compare_digest refuses non-ASCII text
         return None
     if not isinstance(claims, dict) or claims.get("exp", 0) <= (now if now is not None else time.time()):
         return None

@@ -1,8 +1,10 @@
 """The scoring gateway: a plain ASGI application in front of the instance processes.
 
-Run it as its own process (the control plane, `make run` and the tests do exactly this):
+Run it as its own process, with the command line of serving/server.py (`make run`, docker compose and
+the tests all use it): uvicorn with the gateway's HTTP protocol, which limits header size and time,
+and a connection limit.
 
-    uvicorn serving.gateway:app --host 127.0.0.1 --port 8001
+    python -m serving.server --host 127.0.0.1 --port 8001
 
 Routes (DESIGN.md, Contracts):
 
@@ -23,8 +25,9 @@ complete; for a streamed answer (text/event-stream) it bounds the time to the re
 and then each pause between two chunks, so a long stream that keeps producing is never cut off.
 
 Settings, from the environment only: REDIS_URL (default redis://127.0.0.1:6379/0),
-FLOWDEPLOY_SECRET_KEY or DJANGO_SECRET_KEY (token signing, see serving/auth.py),
+FLOWDEPLOY_SECRET_KEY or DJANGO_SECRET_KEY (token signing and routing signatures, see serving/auth.py),
 FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES (default 5 MB, for deployments that do not set max_body_bytes),
+FLOWDEPLOY_GATEWAY_BODY_TIMEOUT (default 30 s: a request body must arrive within it, or 408),
 FLOWDEPLOY_GATEWAY_ACCESS_LOG (default false: uvicorn's per-request access log is switched off) and
 FLOWDEPLOY_LOG_LEVEL (default INFO).
 """
@@ -38,11 +41,11 @@ import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from json.scanner import make_scanner
 from typing import Any
 
-from serving.auth import signing_key
+from serving.auth import routing_key, signing_key
 from serving.gateway_errors import JSON_HEADER, error_body, upstream_error
 from serving.gateway_routes import Deployment, Endpoint, Instance, RouteTable
 from serving.gateway_sync import RouteSync
@@ -57,6 +60,7 @@ logger = logging.getLogger("flowdeploy.gateway")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 30.0
 # Idle pooled connections are dropped after this long; instances must keep them open longer
 # (serving/launcher.py starts gunicorn with --keep-alive 75), or a request can meet a connection
 # the instance just closed.
@@ -68,13 +72,16 @@ RETRY_AFTER = (b"retry-after", b"1")
 INSTANCE_DOWN_SECONDS = 5.0
 
 
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
 class _TooLarge(Exception):
     """The body grew past the deployment's limit while it was read."""
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
     """A whole number >= 0 from the environment; a bad value stops the gateway with a clear message."""
-    raw = os.environ.get(name, "").strip()
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
     try:
@@ -83,6 +90,20 @@ def env_int(name: str, default: int) -> int:
         value = -1
     if value < 0:
         raise ValueError(f"{name} must be a whole number >= 0, not {raw!r}")
+    return value
+
+
+def env_seconds(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    """A duration in seconds > 0 (1, 0.5) from the environment; a bad value stops the gateway with a clear message."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds > 0, not {raw!r}")
     return value
 
 
@@ -98,9 +119,16 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def _bearer(header: bytes | None) -> str:
+    """The credential of an `Authorization: Bearer ...` header; "" (refused) for anything else.
+
+    Keys and tokens are url-safe base64 text, so a byte outside ASCII means a wrong credential.
+    """
     if header is None or header[:7].lower() != b"bearer ":
         return ""
-    return header[7:].strip().decode("latin-1")
+    credential = header[7:].strip()
+    if not credential.isascii():
+        return ""
+    return credential.decode("ascii")
 
 
 def _kind(value: object) -> str:
@@ -115,6 +143,7 @@ class Gateway:
         self.sync: RouteSync | None = None
         self.pool: UpstreamPool | None = None
         self.signing_key = b""
+        self.body_timeout = DEFAULT_BODY_TIMEOUT_S
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._starting: asyncio.Lock | None = None
@@ -147,9 +176,10 @@ class Gateway:
     async def startup(self) -> None:
         _configure_logging()
         self.table = RouteTable(env_int("FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+        self.body_timeout = env_seconds("FLOWDEPLOY_GATEWAY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S)
         self.signing_key = signing_key()
         redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-        self.sync = RouteSync(self.table, redis_url)
+        self.sync = RouteSync(self.table, redis_url, routing_key())
         self.pool = UpstreamPool(keepalive=UPSTREAM_KEEPALIVE_S)
         self._tasks = [
             asyncio.ensure_future(self.sync.run()),
@@ -242,9 +272,13 @@ class Gateway:
             if declared > limit:
                 return await self._too_large(send, limit, request_id, deployment)
         try:
-            body = await _read_body(receive, limit)
+            async with asyncio.timeout(self.body_timeout):
+                body = await _read_body(receive, limit)
         except _TooLarge:
             return await self._too_large(send, limit, request_id, deployment)
+        except TimeoutError:
+            message = f"The request body did not arrive within {self.body_timeout:g} s."
+            return await self._error(send, 408, "RequestTimeout", message, request_id, deployment, CONNECTION_CLOSE)
         if body is None:  # the client went away
             return
         problem = _body_problem(body)

@@ -11,6 +11,12 @@ Two background tasks, both of which outlive Redis going away:
   plane sees an instance it retires drain).
 
 No Redis call happens on the request path: requests only read the table and mark instances dirty.
+
+Documents are checked when they are loaded, never per request (serving/routing.py): one whose
+signature is missing or wrong, whose name is not the one of its key, or that is older than what this
+gateway saw (a lower version signed earlier than the copy served now, or signed before the endpoint was
+withdrawn: an old genuine document written back) is refused with one warning per version; the gateway
+keeps serving its previous copy, or nothing. A gateway that starts afresh has no such memory.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from serving.gateway_routes import DocumentError, RouteTable
-from serving.routing import APPLIED_KEY, INFLIGHT_KEY, ROUTES_CHANNEL, ROUTES_SET, route_key
+from serving.gateway_routes import DocumentError, Endpoint, RouteTable
+from serving.routing import APPLIED_KEY, INFLIGHT_KEY, ROUTES_CHANNEL, ROUTES_SET, route_key, verified
 
 logger = logging.getLogger("flowdeploy.gateway")
 
@@ -37,11 +43,13 @@ class RouteSync:
         self,
         table: RouteTable,
         redis_url: str,
+        key: bytes,
         resync_interval: float = 5.0,
         inflight_interval: float = 0.15,
     ) -> None:
         self.table = table
         self.redis_url = redis_url
+        self.key = key  # serving.auth.routing_key()
         self.resync_interval = resync_interval
         self.inflight_interval = inflight_interval
         self.client = aioredis.Redis.from_url(
@@ -50,6 +58,9 @@ class RouteSync:
         self.connected = False
         self._applied: dict[str, int] = {}  # endpoint -> version written to the applied hash
         self._raw: dict[str, bytes] = {}  # endpoint -> the document it was compiled from
+        self._served: dict[str, tuple[int, float]] = {}  # endpoint -> (version, signed_at) of that document
+        self._withdrawn: dict[str, float] = {}  # endpoint dropped -> signed_at of the last document served
+        self._refused: dict[str, tuple[bytes, object]] = {}  # endpoint -> (document, version) last refused
         self._inflight_failing = False
 
     async def close(self) -> None:
@@ -133,13 +144,11 @@ class RouteSync:
                 self._forget(name)
                 continue
             endpoint = self.table.endpoints.get(name)
-            if endpoint is None or self._raw.get(name) != value:  # unchanged documents are not compiled again
-                try:
-                    endpoint = self.table.apply(json.loads(value))
-                except (ValueError, DocumentError) as error:
-                    logger.error("Ignoring the routing document of %r: %s", name, error)
-                    continue
-                self._raw[name] = value
+            # Unchanged documents are not checked or compiled again, nor are refused ones.
+            if self._raw.get(name) != value and self._refused.get(name, (None,))[0] != value:
+                endpoint = self._install(name, value) or endpoint
+            if endpoint is None:
+                continue
             if complete or self._applied.get(name) != endpoint.version:
                 applied[name] = endpoint.version
         if complete:
@@ -149,10 +158,61 @@ class RouteSync:
             await self.client.hset(APPLIED_KEY, mapping=applied)
             self._applied.update(applied)
 
+    def _install(self, name: str, value: bytes) -> Endpoint | None:
+        """Check and compile a document and serve it; None (and the previous copy stays) when it is refused."""
+        version: object = None
+        try:
+            document = json.loads(value)
+            if isinstance(document, dict):
+                version = document.get("version")
+            problem = self._problem(name, document)
+            if problem is None:
+                endpoint = self.table.apply(document)
+        except (ValueError, DocumentError) as error:
+            problem = str(error)
+        if problem is not None:
+            if self._refused.get(name, (None, None))[1] != version or version is None:
+                served = self.table.endpoints.get(name)
+                keeping = f"serving its version {served.version}" if served else "not serving it"
+                logger.warning(
+                    "Refusing version %s of the routing document of endpoint %r: %s; %s",
+                    version,
+                    name,
+                    problem,
+                    keeping,
+                )
+            self._refused[name] = (value, version)
+            return None
+        self._refused.pop(name, None)
+        self._withdrawn.pop(name, None)
+        self._raw[name] = value
+        self._served[name] = (endpoint.version, document.get("signed_at", 0))
+        return endpoint
+
+    def _problem(self, name: str, document: object) -> str | None:
+        """Why a parsed document must not be served, or None."""
+        if not verified(document, self.key):
+            return "its signature is missing or wrong"
+        if document.get("name") != name:
+            return f"it is signed for endpoint {document.get('name')!r}"
+        version, signed_at = document.get("version"), document.get("signed_at")
+        if isinstance(signed_at, bool) or not isinstance(signed_at, int | float):
+            return "signed_at is missing"
+        served = self._served.get(name)
+        if served is not None and isinstance(version, int | float) and version < served[0] and signed_at < served[1]:
+            return f"it is older than version {served[0]}, served now"
+        if signed_at <= self._withdrawn.get(name, float("-inf")):
+            return "it was signed before the endpoint was withdrawn"
+        return None
+
     def _forget(self, name: str) -> None:
         self.table.drop(name)
         self._applied.pop(name, None)
         self._raw.pop(name, None)
+        self._refused.pop(name, None)
+        served = self._served.pop(name, None)
+        if served is not None:
+            self._withdrawn[name] = served[1]
 
     async def write_inflight(self) -> None:
         """Forever: write the in-flight counts that changed, at most once per interval."""
@@ -179,4 +239,6 @@ class RouteSync:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """An endpoint name from Redis. Anyone who reaches Redis can write one, so bytes that are not UTF-8
+    must not stop the sync: they become a name without a document, which is ignored."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -8,11 +8,19 @@ Plain Python (no Django): the gateway imports it. Stored in Redis:
 - `flowdeploy:gateway:applied`: hash endpoint -> the `version` of the document the gateway serves now;
 - `flowdeploy:gateway:inflight`: hash instance id -> requests in flight through the gateway.
 
+Flow processes run on the same machine and can reach Redis, so every document is signed: its
+`signature` is the hex HMAC-SHA256, with `serving.auth.routing_key()`, of the document without that
+field in canonical JSON (sorted keys, no spaces, ASCII), and `signed_at` is when it was signed. The
+gateway serves only documents whose signature verifies, whose name is the one of the key they were
+read from, and that are not older than the copy it serves (serving/gateway_sync.py).
+
 An endpoint document:
 
     {
       "name": "my-endpoint",
       "version": 17,                      # grows with every publish
+      "signed_at": 1767225600.5,          # added by publish(): seconds since the epoch
+      "signature": "<hex HMAC-SHA256>",   # added by publish(), see above
       "auth_type": "key" | "token",
       "key_digests": ["<sha256 hex>", ...],  # key-based endpoints only
       "traffic": {"blue": 90, "green": 10},  # percent, sums to 100 (or empty: no live deployment)
@@ -32,9 +40,15 @@ An endpoint document:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from typing import Any
 
+from serving.auth import routing_key
+
+SIGNATURE = "signature"
 ROUTE_KEY = "flowdeploy:route:{name}"
 ROUTES_SET = "flowdeploy:routes"
 ROUTES_CHANNEL = "flowdeploy:routes"
@@ -46,11 +60,39 @@ def route_key(name: str) -> str:
     return ROUTE_KEY.format(name=name)
 
 
-def publish(client: Any, document: dict) -> None:
-    """Store an endpoint's document and tell the gateways (a redis.Redis client)."""
+def signature(document: dict, key: bytes) -> str:
+    """The hex HMAC-SHA256 of the document's canonical JSON, its own `signature` field left out."""
+    unsigned = {field: value for field, value in document.items() if field != SIGNATURE}
+    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(document: dict, key: bytes, now: float | None = None) -> dict:
+    """The document with `signed_at` (now) and its `signature`."""
+    stamped = {**document, "signed_at": time.time() if now is None else now}
+    stamped.pop(SIGNATURE, None)
+    return {**stamped, SIGNATURE: signature(stamped, key)}
+
+
+def verified(document: Any, key: bytes) -> bool:
+    """Whether a parsed document carries a valid signature made with `key`."""
+    if not isinstance(document, dict):
+        return False
+    presented = document.get(SIGNATURE)
+    if not isinstance(presented, str) or not presented.isascii():
+        return False
+    return hmac.compare_digest(presented, signature(document, key))
+
+
+def publish(client: Any, document: dict, key: bytes | None = None) -> None:
+    """Sign an endpoint's document, store it and tell the gateways (a redis.Redis client).
+
+    `key` defaults to `routing_key()`, from this process's environment: the gateway must find the same secret.
+    """
     name = document["name"]
+    signed = sign(document, routing_key() if key is None else key)
     pipe = client.pipeline()
-    pipe.set(route_key(name), json.dumps(document, separators=(",", ":")))
+    pipe.set(route_key(name), json.dumps(signed, separators=(",", ":")))
     pipe.sadd(ROUTES_SET, name)
     pipe.publish(ROUTES_CHANNEL, name)
     pipe.execute()

@@ -25,7 +25,7 @@ from gateway_support import (
 from support import wait_for
 
 from serving import routing
-from serving.auth import key_digest, new_key, signing_key
+from serving.auth import key_digest, new_key, routing_key, signing_key
 
 GATEWAY_DB = 9
 
@@ -99,7 +99,7 @@ def publish(gateway_redis, request) -> Callable[..., Published]:
             "deployments": deployments,
         }
         document.update(fields)
-        routing.publish(gateway_redis, document)
+        routing.publish(gateway_redis, document, routing_key(GATEWAY_SECRET))
         if wait:
             wait_for(
                 lambda: routing.applied_version(gateway_redis, name) == document["version"],

@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-from gateway_support import call, deployment_spec, read_stream
+from gateway_support import GATEWAY_SECRET, call, deployment_spec, read_stream
 from support import wait_for
 
 from config.local_services import free_port
 from serving import routing
-from serving.auth import issue_token, new_key
+from serving.auth import issue_token, new_key, routing_key
 
 pytestmark = pytest.mark.integration
 
@@ -399,7 +399,7 @@ def test_it_answers_503_until_redis_answers_and_keeps_serving_without_it(start_g
             "mirror_traffic": {},
             "deployments": {"blue": deployment_spec(fake("blue"))},
         }
-        routing.publish(redis_client.Redis.from_url(url), document)
+        routing.publish(redis_client.Redis.from_url(url), document, routing_key(GATEWAY_SECRET))
         wait_for(gateway.healthy, timeout=10, message="the gateway did not load routes once Redis answered")
         assert gateway.score("survivor", {}, key).status == 200
     finally:

@@ -34,6 +34,7 @@ from aiohttp import web
 from support import wait_for
 
 from config.local_services import free_port
+from serving.server import gateway_command
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_SECRET = "gateway-test-secret-3c1d"
@@ -162,8 +163,7 @@ class GatewayProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_healthy: bool = True) -> GatewayProcess:
-        command = [sys.executable, "-m", "uvicorn", "serving.gateway:app", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port)]
+        command = gateway_command(Path(sys.executable).parent, "127.0.0.1", self.port, self.env)
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(self.answers, timeout=30, message=f"the gateway did not start; see {self.log_path}")

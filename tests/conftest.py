@@ -203,13 +203,14 @@ def copy_flow(tmp_path) -> Callable[[str], Path]:
 def gateway_url(redis_url) -> Iterator[str]:
     """The real scoring gateway (uvicorn serving.gateway:app) on the test session's Redis."""
     from config.local_services import free_port
+    from serving.server import gateway_command
 
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url}
     from django.conf import settings
 
     log = open(Path(settings.DATA_DIR) / f"gateway-{port}.log", "w+")  # noqa: SIM115
-    command = [sys.executable, "-m", "uvicorn", "serving.gateway:app", "--host", "127.0.0.1", "--port", str(port)]
+    command = gateway_command(Path(sys.executable).parent, "127.0.0.1", port, env)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 

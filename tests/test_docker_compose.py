@@ -163,6 +163,10 @@ def command_problems(argv: list[str]) -> list[str]:
         if not (defines(path, "app") or defines(path, "celery")):
             return [f"{path.relative_to(ROOT)} defines neither `app` nor `celery` for celery -A {app}"]
         return []
+    if program.startswith("python") and len(argv) >= 3 and argv[1] == "-m":
+        if module_file(argv[2]) is None:
+            return [f"python -m {argv[2]}: no file {argv[2].replace('.', '/')}.py"]
+        return []
     if program.startswith("python") and len(argv) >= 2 and argv[1] == "manage.py":
         if not (ROOT / "manage.py").is_file():
             return ["manage.py is missing"]

@@ -376,7 +376,13 @@ class PromptflowInstance:
         command = [str(environment.python), "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "4"]
         command += ["-b", f"127.0.0.1:{self.port}", "--chdir", str(self.flow_dir), "--keep-alive", "75"]
         command.append("promptflow.core._serving.app:create_app()")
-        env = environment.process_env({"PROMPTFLOW_PROJECT_PATH": str(self.flow_dir)})
+        command, env = environment.flow_process(
+            command,
+            home=workdir / f"{sample}-home",
+            writable=(self.flow_dir,),
+            cwd=self.flow_dir,
+            extra_env={"PROMPTFLOW_PROJECT_PATH": str(self.flow_dir)},
+        )
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(self.healthy, timeout=90, message=f"promptflow did not start; see {self.log_path}")

@@ -5,12 +5,13 @@ Plain Python without Django, so `make run` and the test session can both use it.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 REDIS_HELP = (
     "No Redis answers at {url} and no redis-server program was found.\n"
@@ -43,8 +44,21 @@ def redis_server_program() -> str | None:
         return None
 
 
+def with_new_password(url: str) -> str:
+    """`url` with a fresh random password, for a Redis this machine starts; a password already there is kept."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url
+    host = parsed.hostname or "127.0.0.1"
+    netloc = f":{secrets.token_urlsafe(24)}@{host}" + (f":{parsed.port}" if parsed.port else "")
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
 def start_redis(url: str, workdir: Path) -> subprocess.Popen | None:
-    """Start redis-server for `url` unless one answers; None when one was already running."""
+    """Start redis-server for `url` unless one answers; None when one was already running.
+
+    A password in `url` becomes the server's `requirepass`.
+    """
     if redis_answers(url):
         return None
     parsed = urlparse(url)
@@ -68,6 +82,7 @@ def start_redis(url: str, workdir: Path) -> subprocess.Popen | None:
             "no",
             "--dir",
             str(workdir),
+            *(["--requirepass", parsed.password] if parsed.password else []),
         ],
         stdout=(workdir / "redis.log").open("a"),
         stderr=subprocess.STDOUT,

@@ -16,8 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from config.local_services import start_redis  # noqa: E402
+from config.local_services import redis_answers, start_redis, with_new_password  # noqa: E402
+from runtime import sandbox  # noqa: E402
 from serving import secret_key  # noqa: E402
+from serving.server import gateway_command  # noqa: E402
 
 BIN = Path(sys.executable).parent
 STUDIO_HOST = os.environ.get("FLOWDEPLOY_HOST", "127.0.0.1")
@@ -45,7 +47,11 @@ def main() -> int:
     except secret_key.SecretKeyError as exc:
         print(exc, file=sys.stderr)
         return 1
+    warn_without_sandbox()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not redis_answers(redis_url):
+        # The Redis this script starts requires a password that flow processes (which share the network) never get.
+        redis_url = os.environ["REDIS_URL"] = with_new_password(redis_url)
     children: list[tuple[str, subprocess.Popen]] = []
     try:
         redis = start_redis(redis_url, data_dir / "redis")
@@ -54,7 +60,7 @@ def main() -> int:
         return 1
     if redis:
         children.append(("redis", redis))
-        print(f"Started Redis for {redis_url}")
+        print(f"Started Redis on {redis_url.rsplit('@', 1)[-1]} (with a password of its own)")
     try:
         print("Preparing the database...")
         manage("migrate", "--noinput", "-v", "0")
@@ -65,6 +71,12 @@ def main() -> int:
         manage("load_samples")
     except subprocess.CalledProcessError as exc:
         print(f"Preparation failed: {' '.join(exc.cmd[2:])} exited with {exc.returncode}", file=sys.stderr)
+        _stop(children)
+        return 1
+    try:
+        gateway = gateway_command(BIN, STUDIO_HOST, GATEWAY_PORT)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         _stop(children)
         return 1
     logs = data_dir / "logs"
@@ -103,16 +115,7 @@ def main() -> int:
             "--log-level",
             "warning",
         ],
-        "gateway": [
-            str(BIN / "uvicorn"),
-            "serving.gateway:app",
-            "--host",
-            STUDIO_HOST,
-            "--port",
-            GATEWAY_PORT,
-            "--log-level",
-            "warning",
-        ],
+        "gateway": [*gateway, "--log-level", "warning"],
     }
     for name, command in commands.items():
         log = (logs / f"{name}.log").open("a")
@@ -148,6 +151,17 @@ def main() -> int:
     _stop(children)
     _stop_instances()
     return exit_code
+
+
+def warn_without_sandbox() -> None:
+    """Flows only run sandboxed: say so now, not at the first import, when this machine cannot make a sandbox."""
+    try:
+        if sandbox.mode() == "off":
+            print("WARNING: FLOWDEPLOY_SANDBOX=off: flows run unsandboxed. See docs/security.md.", file=sys.stderr)
+            return
+        sandbox.check_available(sandbox.bwrap_binary())
+    except sandbox.SandboxUnavailable as exc:
+        print(f"WARNING: {exc}\nThe studio starts; importing, testing and deploying flows will fail.", file=sys.stderr)
 
 
 def _stop_instances() -> None:

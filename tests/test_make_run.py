@@ -4,6 +4,7 @@ import http.cookiejar
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,12 @@ def _sign_in(base: str, password: str) -> urllib.request.OpenerDirector:
     return opener
 
 
+def _redis_reply(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(command + b"\r\n")
+        return sock.recv(64).split(b" ")[0].strip()
+
+
 def test_it_starts_everything_loads_the_samples_and_stops_on_ctrl_c(tmp_path, flow_runtime):
     studio_port, redis_port, gateway_port = free_port(), free_port(), free_port()
     password = "run-test-password-1"
@@ -67,7 +74,8 @@ def test_it_starts_everything_loads_the_samples_and_stops_on_ctrl_c(tmp_path, fl
         wait_for(lambda: "Flowdeploy is running" in output() or process.poll() is not None, timeout=240)
         assert process.poll() is None, output()
         text = output()
-        assert f"Started Redis for redis://127.0.0.1:{redis_port}/0" in text
+        assert f"Started Redis on 127.0.0.1:{redis_port}/0 (with a password of its own)" in text
+        assert _redis_reply(redis_port, b"PING") == b"-NOAUTH", "flows share the network: Redis needs a password"
         assert "Sign in as 'admin' with FLOWDEPLOY_ADMIN_PASSWORD." in text
         for sample in ("chat-basic", "chat-stream-offline", "web-classification-offline", "with-requirements"):
             assert f"{sample}: imported version 1" in text

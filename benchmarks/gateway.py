@@ -40,6 +40,10 @@ from config.local_services import free_port, start_redis  # noqa: E402
 from runtime.environments import ensure_base  # noqa: E402
 from serving import routing  # noqa: E402
 from serving.auth import key_digest, new_key  # noqa: E402
+from serving.server import gateway_command  # noqa: E402
+
+# The gateway refuses to start without a key and serves only routing signed with it.
+os.environ.setdefault("DJANGO_SECRET_KEY", new_key())
 
 SAMPLE = ROOT / "samples" / "web-classification-offline"
 INPUTS = {"url": "https://arxiv.org/abs/2307.04767", "location": "Seattle"}
@@ -83,7 +87,7 @@ def start_instance(runtime_dir: Path, flow_dir: Path, workers: int, log: Path) -
 def start_gateway(redis_url: str, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url}
-    command = [sys.executable, "-m", "uvicorn", "serving.gateway:app", "--host", "127.0.0.1", "--port", str(port)]
+    command = gateway_command(Path(sys.executable).parent, "127.0.0.1", port, env)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(f"{url}/health"), 30, "the gateway answering")

@@ -290,12 +290,13 @@ def test_it_waits_for_healthy_databases_and_a_finished_migration():
 
 
 def test_it_points_app_services_at_the_compose_databases_and_a_shared_volume():
-    """DATABASE_URL and REDIS_URL name compose services; every app service mounts the same /data volume."""
+    """DATABASE_URL and REDIS_URL name compose services (Redis with its required password); every app service
+    mounts the same /data volume."""
     defined = compose()
     for name, spec in app_services().items():
         environment = spec["environment"]
         assert re.fullmatch(r"postgres://[^@]+@postgres:5432/\w+", environment["DATABASE_URL"]), name
-        assert re.fullmatch(r"redis://redis:6379/\d+", environment["REDIS_URL"]), name
+        assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:6379/\d+", environment["REDIS_URL"]), name
         mounts = [volume.split(":") for volume in spec["volumes"]]
         data = [source for source, target, *_ in mounts if target == "/data"]
         assert len(data) == 1, f"{name} does not mount /data"
@@ -306,7 +307,7 @@ def test_it_points_app_services_at_the_compose_databases_and_a_shared_volume():
 
 def test_it_requires_the_secrets_from_the_environment():
     """The secret keys and allowed hosts have no default: compose stops with a message when unset."""
-    assert required_vars() >= {"DJANGO_SECRET_KEY", "FLOWDEPLOY_SECRET_KEY", "DJANGO_ALLOWED_HOSTS"}
+    assert required_vars() >= {"DJANGO_SECRET_KEY", "FLOWDEPLOY_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "REDIS_PASSWORD"}
     for spec in app_services().values():
         for name in ("DJANGO_SECRET_KEY", "FLOWDEPLOY_SECRET_KEY", "DJANGO_ALLOWED_HOSTS"):
             assert REQUIRED_VAR.fullmatch(spec["environment"][name]), name
@@ -363,3 +364,14 @@ def test_it_keeps_secrets_and_local_state_out_of_the_build_context():
     assert "!.env.example" in patterns
     for needed in ("pyproject.toml", "manage.py", "config", "runtime", "samples", "templates", "static"):
         assert needed not in patterns
+
+
+def test_it_lets_the_app_services_make_flow_sandboxes():
+    """bubblewrap needs user namespaces, which Docker's default seccomp and AppArmor profiles refuse."""
+    for name, spec in app_services().items():
+        assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(spec.get("security_opt", [])), name
+
+
+def test_it_gives_redis_a_password():
+    redis = compose()["services"]["redis"]
+    assert "--requirepass" in redis["command"]

@@ -23,7 +23,7 @@ from django.utils import timezone
 from config import local_services
 from endpoints import capacity, publishing
 from endpoints.connections import connection_problems, provider_url
-from endpoints.environment_variables import environment_variable_problems
+from endpoints.environment_variables import environment_variable_problems, name_problem
 from endpoints.models import (
     HEARTBEAT_STALE_AFTER,
     LIVE_INSTANCE_STATES,
@@ -129,7 +129,8 @@ def _register_model(deployment: Deployment) -> None:
 
 
 def instance_env_vars(deployment: Deployment, instance: Instance) -> dict[str, str]:
-    env = {str(k): str(v) for k, v in deployment.environment_variables.items()}
+    # A restart of a deployment saved before the environment-variable rule leaves out what the rule refuses.
+    env = {str(k): str(v) for k, v in deployment.environment_variables.items() if name_problem(str(k)) is None}
     outputs = list(deployment.flow_version.outputs)
     if deployment.selected_outputs and set(deployment.selected_outputs) != set(outputs):
         env["PROMPTFLOW_RESPONSE_INCLUDED_FIELDS"] = json.dumps(deployment.selected_outputs)

@@ -218,3 +218,18 @@ def test_the_wizard_sends_an_update_with_a_refused_variable_back_to_the_deployme
     assert callbacks == []
     blue.refresh_from_db()
     assert (blue.generation, blue.state) == (1, DeploymentState.SUCCEEDED)
+
+
+def test_it_leaves_refused_variables_out_of_a_restart_of_an_older_deployment():
+    """A deployment saved before the rule is not restarted with what the rule now refuses."""
+    from types import SimpleNamespace
+
+    from endpoints.provisioning import instance_env_vars
+
+    flow_version = SimpleNamespace(outputs={"answer": {}}, connections=[])
+    deployment = SimpleNamespace(
+        environment_variables={"LD_PRELOAD": "/tmp/evil.so", "MY_SETTING": "1"},
+        flow_version=flow_version,
+        selected_outputs=[],
+    )
+    assert instance_env_vars(deployment, None) == {"MY_SETTING": "1"}

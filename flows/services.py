@@ -261,8 +261,16 @@ def execute_bulk_run(run_id: str) -> None:
         env = flow_environment(version.requirements)
         connections = promptflow_connections(version.connection_names())
         with scratch_copy(version.snapshot_dir) as flow_dir:
-            timeout = settings.FLOWDEPLOY_TEST_RUN_TIMEOUT * max(run.total_lines, 1)
-            run_bulk(env, flow_dir, Path(run.data_path), connections, on_event, timeout)
+            run_bulk(
+                env,
+                flow_dir,
+                Path(run.data_path),
+                connections,
+                on_event,
+                line_timeout=settings.FLOWDEPLOY_BULK_LINE_TIMEOUT,
+                run_timeout=settings.FLOWDEPLOY_BULK_RUN_TIMEOUT,
+                on_wait=run.beat,
+            )
     except (EnvironmentBuildError, RunnerError) as exc:
         failure = {"code": type(exc).__name__, "message": str(exc)}
     run.refresh_from_db()

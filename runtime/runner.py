@@ -6,7 +6,8 @@ and are never printed.
 
     python runner.py validate FLOW_DIR      stdin: {"connections": {...}}
     python runner.py run FLOW_DIR           stdin: {"connections": {...}, "inputs": {...}}
-    python runner.py bulk FLOW_DIR DATA     stdin: {"connections": {...}}; one line per data row
+    python runner.py bulk FLOW_DIR DATA     stdin: {"connections": {...}}; "started" once the flow is
+                                            loaded, then one line per data row, then "done"
 """
 
 from __future__ import annotations
@@ -424,6 +425,8 @@ def bulk(flow_dir: Path, connections: dict, data_file: Path) -> None:
     except Exception as exc:
         emit({"event": "failed", "error": describe_error(exc, flow_dir)})
         return
+    # The flow is loaded: the studio's per-line timeout starts counting from here.
+    emit({"event": "started"})
     with data_file.open(encoding="utf-8") as handle:
         for index, line in enumerate(handle):
             if not line.strip():

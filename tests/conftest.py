@@ -111,10 +111,11 @@ def _database_url() -> str:
 def celery_worker(
     django_db_setup, django_db_blocker, redis_url, flow_runtime, live_server, tmp_path_factory
 ) -> Iterator[None]:
-    """A real Celery worker process on the test database and the test session's own queue."""
+    """Real Celery workers on the test database and the test session's own queues, as `make run` starts them:
+    one for the default queue (provisioning, reconciling) and one for test and bulk runs."""
     from django.conf import settings
 
-    from config.celery import app
+    from config.celery import app, runs_queue
 
     env = {
         **os.environ,
@@ -125,34 +126,33 @@ def celery_worker(
         # Instances fetch their connections from the studio: the test session's live server.
         "FLOWDEPLOY_STUDIO_URL": live_server.url,
     }
-    log = (tmp_path_factory.mktemp("worker") / "worker.log").open("w+")
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
-        "-Q",
-        settings.CELERY_TASK_DEFAULT_QUEUE,
-    ]
-    command += ["--concurrency", "2", "--loglevel", "INFO", "--hostname", f"test-{os.getpid()}@%h"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    workers = []
+    for role, queue in (("test", settings.CELERY_TASK_DEFAULT_QUEUE), ("test-runs", runs_queue())):
+        log = (tmp_path_factory.mktemp("worker") / "worker.log").open("w+")
+        hostname = f"{role}-{os.getpid()}"
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue]
+        command += ["--concurrency", "2", "--loglevel", "INFO", "--hostname", f"{hostname}@%h"]
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        workers.append((f"{hostname}@{os.uname().nodename}", process, log))
 
     def answers() -> bool:
-        if process.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"the Celery worker exited:\n{log.read()[-3000:]}")
-        return bool(app.control.ping(destination=[f"test-{os.getpid()}@{os.uname().nodename}"], timeout=0.5))
+        for _, process, log in workers:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"the Celery worker exited:\n{log.read()[-3000:]}")
+        names = [name for name, _, _ in workers]
+        return len(app.control.ping(destination=names, timeout=0.5)) == len(names)
 
-    wait_for(answers, timeout=60, message="the Celery worker did not answer a ping within 60 s")
+    wait_for(answers, timeout=60, message="the Celery workers did not answer a ping within 60 s")
     yield
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    for _, process, _ in workers:
+        process.terminate()
+    for _, process, log in workers:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
 
 
 @pytest.fixture(scope="session")

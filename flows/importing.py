@@ -7,6 +7,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -26,6 +27,8 @@ from workspace.connection_types import PROMPTFLOW_MODULE
 from workspace.models import Connection
 
 FLOW_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# URLs under /flows/ that a flow of that name would hide (flows/urls.py).
+RESERVED_NAMES = {"import", "runs", "bulk-runs"}
 MAX_FILES = 2000
 # What validation gets instead of a connection's secret values: it needs names, types and configs only.
 SECRET_PLACEHOLDER = "<secret withheld from validation>"
@@ -62,6 +65,8 @@ def check_flow_name(name: str) -> str:
             "Flow name must start with a letter and use only letters, digits, '-' and '_' (at most 64 characters).",
             code="InvalidName",
         )
+    if name in RESERVED_NAMES:
+        raise FlowImportError(f"'{name}' names a page of the studio; choose another flow name.", code="InvalidName")
     return name
 
 
@@ -89,28 +94,93 @@ def _safe_member(name: str) -> PurePosixPath | None:
     return path
 
 
+# What can go wrong reading one member of a damaged or hostile archive.
+MEMBER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
 def extract_zip(upload: IO[bytes], target: Path) -> None:
+    """Unpack a flow zip into `target`, or refuse it naming the member; a refused zip may leave files in `target`."""
     try:
         archive = zipfile.ZipFile(upload)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
         raise FlowImportError("The file is not a zip archive.", code="InvalidZip") from None
+    limit = settings.FLOWDEPLOY_MAX_UPLOAD_BYTES
     with archive:
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) > MAX_FILES:
-            raise FlowImportError(f"The zip file holds more than {MAX_FILES} files.", code="TooLarge")
-        if sum(m.file_size for m in members) > settings.FLOWDEPLOY_MAX_UPLOAD_BYTES:
-            limit = settings.FLOWDEPLOY_MAX_UPLOAD_BYTES // (1024 * 1024)
-            raise FlowImportError(f"The flow unpacks to more than {limit} MB.", code="TooLarge")
-        for member in members:
-            if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                raise FlowImportError(f"The zip file contains a symbolic link: {member.filename}", code="UnsafeZip")
-            relative = _safe_member(member.filename)
-            if relative is None:
-                continue
+        members = _checked_members(archive)
+        if sum(member.file_size for member, _ in members) > limit:
+            raise FlowImportError(f"The flow unpacks to more than {_megabytes(limit)}.", code="TooLarge")
+        budget = limit
+        for member, relative in members:
             destination = target.joinpath(*relative.parts)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as source, destination.open("wb") as sink:
-                shutil.copyfileobj(source, sink)
+            try:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, destination.open("wb") as sink:
+                    budget -= _copy_limited(source, sink, budget, member.filename)
+            except FlowImportError:
+                raise
+            except MEMBER_ERRORS as exc:
+                raise FlowImportError(
+                    f"The zip file is damaged: {member.filename} cannot be unpacked ({exc}).", code="InvalidZip"
+                ) from None
+            except OSError as exc:
+                raise FlowImportError(
+                    f"{member.filename} cannot be unpacked: {exc.strerror or exc}.", code="InvalidZip"
+                ) from None
+
+
+def _checked_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """The files to unpack, with their safe relative paths; links, escapes, duplicates and clashes of a file and
+    a folder of the same name are refused."""
+    entries = archive.infolist()
+    if sum(not entry.is_dir() for entry in entries) > MAX_FILES:
+        raise FlowImportError(f"The zip file holds more than {MAX_FILES} files.", code="TooLarge")
+    files: dict[PurePosixPath, str] = {}
+    folders: dict[PurePosixPath, str] = {}
+    members = []
+    for entry in entries:
+        if (entry.external_attr >> 16) & 0o170000 == 0o120000:
+            raise FlowImportError(f"The zip file contains a symbolic link: {entry.filename}", code="UnsafeZip")
+        relative = _safe_member(entry.filename)
+        if relative is None or not relative.parts:
+            continue
+        if entry.is_dir():
+            folders.setdefault(relative, entry.filename)
+        else:
+            if relative in files:
+                raise FlowImportError(
+                    f"The zip file holds {entry.filename} twice (also as {files[relative]}).", code="InvalidZip"
+                )
+            files[relative] = entry.filename
+            members.append((entry, relative))
+        for parent in relative.parents:
+            if parent.parts:
+                folders.setdefault(parent, entry.filename)
+    for path, name in files.items():
+        if path in folders:
+            raise FlowImportError(
+                f"The zip file holds both a file {name} and a folder of the same name ({folders[path]}).",
+                code="InvalidZip",
+            )
+    return members
+
+
+def _copy_limited(source: IO[bytes], sink: IO[bytes], budget: int, name: str) -> int:
+    """Copy at most `budget` bytes, counted as they unpack (declared sizes can lie); the bytes copied."""
+    copied = 0
+    while chunk := source.read(1024 * 1024):
+        copied += len(chunk)
+        if copied > budget:
+            limit = settings.FLOWDEPLOY_MAX_UPLOAD_BYTES
+            raise FlowImportError(
+                f"The flow unpacks to more than {_megabytes(limit)} (at {name}): the zip understates its sizes.",
+                code="TooLarge",
+            )
+        sink.write(chunk)
+    return copied
+
+
+def _megabytes(size: int) -> str:
+    return f"{size // (1024 * 1024)} MB" if size >= 1024 * 1024 else f"{size} bytes"
 
 
 def copy_folder(source: Path, target: Path) -> None:
@@ -125,16 +195,166 @@ def copy_folder(source: Path, target: Path) -> None:
     )
 
 
-def find_flow_root(folder: Path) -> Path:
-    """flow.dag.yaml at the top, or inside the one folder a zip of a folder has."""
+def find_flow_root(folder: Path, name: str = "") -> Path:
+    """flow.dag.yaml at the top, or inside a top folder: the only one that has one, else the one named like the
+    flow, else the only one with additional_includes (a zip of a flow and the folders it includes)."""
     if (folder / FLOW_FILE).is_file():
         return folder
-    children = [child for child in folder.iterdir() if not child.name.startswith(".")]
-    if len(children) == 1 and children[0].is_dir() and (children[0] / FLOW_FILE).is_file():
-        return children[0]
-    raise FlowImportError(
-        f"No {FLOW_FILE} found. A flow is a folder with {FLOW_FILE} at its top.", code="FlowFileMissing"
+    candidates = sorted(
+        child
+        for child in folder.iterdir()
+        if not child.name.startswith(".") and child.is_dir() and (child / FLOW_FILE).is_file()
     )
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise FlowImportError(
+            f"No {FLOW_FILE} found. A flow is a folder with {FLOW_FILE} at its top.", code="FlowFileMissing"
+        )
+    named = [child for child in candidates if child.name == name]
+    including = [child for child in candidates if _read_dag(child).get("additional_includes")]
+    if len(named) == 1 or len(including) == 1:
+        return (named or including)[0]
+    folders = ", ".join(child.name for child in candidates)
+    raise FlowImportError(
+        f"The zip holds several flows ({folders}). Name the flow after the folder to import, or put its "
+        f"{FLOW_FILE} at the top of the zip.",
+        code="FlowFileMissing",
+    )
+
+
+# --- additional_includes ----------------------------------------------------------------------
+# promptflow copies each path listed under `additional_includes` (relative to the flow folder) into the
+# flow's snapshot before it runs it: a file to <flow>/<file name>, a folder to <flow>/<folder name>/, and
+# "<folder>.zip" as a zip of that folder when no such file exists (promptflow's
+# _merge_local_code_and_additional_includes). The importer does the same, once, so the snapshot is complete;
+# only relative paths that stay inside the zip (or, for a folder on the server, inside its parent) are taken.
+
+INCLUDES_KEY = "additional_includes"
+INCLUDES_KEY_RE = re.compile(rf"^{INCLUDES_KEY}\s*:")
+
+
+def resolve_additional_includes(flow_dir: Path, source_dir: Path, root: Path, where: str) -> None:
+    """Copy the flow's additional includes into flow_dir and take the list out of its flow.dag.yaml.
+
+    Includes are resolved against source_dir (where the flow was) and must stay inside root; `where` names root
+    in messages ("the zip", "the folder's parent ...").
+    """
+    dag = _read_dag(flow_dir)
+    includes = dag.get(INCLUDES_KEY)
+    if not includes:
+        return
+    text = (flow_dir / FLOW_FILE).read_text(encoding="utf-8")
+    if not isinstance(includes, list) or not all(isinstance(item, str) and item.strip() for item in includes):
+        raise _include_error(text, None, f"{INCLUDES_KEY} must be a list of paths relative to the flow folder.")
+    root = root.resolve()
+    budget = _IncludeBudget(flow_dir)
+    for item in includes:
+        source = _include_source(text, item, source_dir, root, where)
+        target = flow_dir / source.name
+        if _is_folder_to_zip(source):
+            budget.zip_folder(source.with_suffix(""), target)
+        elif source.is_dir():
+            budget.copy_folder(source, target)
+        else:
+            budget.copy_file(source, target)
+    _drop_includes_from_dag(flow_dir / FLOW_FILE, text, dag)
+
+
+def _include_error(text: str, item: str | None, message: str) -> FlowImportError:
+    line = None
+    lines = text.splitlines()
+    start = next((number for number, row in enumerate(lines, 1) if INCLUDES_KEY_RE.match(row)), None)
+    if start is not None:
+        line = start
+        if item is not None:
+            entry = re.compile(rf"^\s*-\s*['\"]?{re.escape(item)}['\"]?\s*(#.*)?$")
+            line = next((n for n, row in enumerate(lines[start - 1 :], start) if entry.match(row)), start)
+    return FlowImportError(message, code="InvalidInclude", file=FLOW_FILE, line=line)
+
+
+def _include_source(text: str, item: str, source_dir: Path, root: Path, where: str) -> Path:
+    if PurePosixPath(item).is_absolute() or Path(item).is_absolute() or re.match(r"^[A-Za-z]:[\\/]", item):
+        raise _include_error(
+            text, item, f"Additional include {item!r} is an absolute path; list paths relative to the flow folder."
+        )
+    source = (source_dir / item).resolve()
+    if not source.is_relative_to(root):
+        raise _include_error(text, item, f"Additional include {item!r} points outside {where}.")
+    if source_dir.resolve().is_relative_to(source):
+        raise _include_error(text, item, f"Additional include {item!r} holds the flow folder itself.")
+    if not source.exists() and not _is_folder_to_zip(source):
+        raise _include_error(text, item, f"Additional include {item!r} was not found in {where}.")
+    return source
+
+
+def _is_folder_to_zip(path: Path) -> bool:
+    return path.suffix == ".zip" and not path.exists() and path.with_suffix("").is_dir()
+
+
+class _IncludeBudget:
+    """Copies includes while counting files and bytes, so listing a folder many times cannot fill the disk."""
+
+    def __init__(self, flow_dir: Path):
+        files = [path for path in flow_dir.rglob("*") if path.is_file()]
+        self.files_left = MAX_FILES - len(files)
+        self.bytes_left = settings.FLOWDEPLOY_MAX_UPLOAD_BYTES - sum(path.stat().st_size for path in files)
+
+    def _take(self, size: int, name: str) -> None:
+        self.files_left -= 1
+        self.bytes_left -= size
+        if self.files_left < 0 or self.bytes_left < 0:
+            limit = _megabytes(settings.FLOWDEPLOY_MAX_UPLOAD_BYTES)
+            raise FlowImportError(
+                f"With its additional includes the flow is larger than {limit} or {MAX_FILES} files (at {name}).",
+                code="TooLarge",
+                file=FLOW_FILE,
+            )
+
+    def copy_file(self, source: Path, target: Path) -> None:
+        if target.exists() and target.samefile(source):
+            return
+        self._take(source.stat().st_size, source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        shutil.copyfile(source, target)
+
+    def copy_folder(self, source: Path, target: Path) -> None:
+        for path in sorted(source.rglob("*")):
+            relative = path.relative_to(source)
+            if IGNORED_IN_SNAPSHOT.intersection(relative.parts) or not path.is_file():
+                continue
+            self.copy_file(path, target / relative)
+
+    def zip_folder(self, folder: Path, target: Path) -> None:
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not IGNORED_IN_SNAPSHOT.intersection(path.relative_to(folder).parts):
+                    self._take(path.stat().st_size, path.name)
+                    archive.write(path, path.relative_to(folder.parent).as_posix())
+
+
+def _drop_includes_from_dag(path: Path, text: str, dag: dict) -> None:
+    """Comment out the additional_includes block, so every other line keeps its number (errors name lines)."""
+    lines = text.splitlines(keepends=True)
+    start = next(index for index, row in enumerate(lines) if INCLUDES_KEY_RE.match(row))
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t-#"):
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    block = [f"# {row}" if row.strip() else row for row in lines[start:end]]
+    block.insert(0, "# additional_includes were copied into this folder when the flow was imported:\n")
+    rewritten = "".join(lines[:start] + block + lines[end:])
+    wanted = {key: value for key, value in dag.items() if key != INCLUDES_KEY}
+    try:
+        same = yaml.safe_load(rewritten) == wanted
+    except yaml.YAMLError:
+        same = False
+    if not same:  # an unusual layout: write the YAML again rather than guess
+        rewritten = yaml.safe_dump(wanted, sort_keys=False, allow_unicode=True)
+    path.write_text(rewritten, encoding="utf-8")
 
 
 def _snapshot_files(folder: Path) -> list[Path]:
@@ -262,28 +482,39 @@ def validate(flow_dir: Path) -> dict:
 def import_folder(
     folder: Path, name: str, user, source: str = FlowSource.FOLDER, source_detail: str = ""
 ) -> FlowVersion:
-    """Import a flow from a folder on the server (a sample, or a path the admin gives)."""
+    """Import a flow from a folder on the server (a sample, or a path the admin gives).
+
+    Its additional includes are read from the server, within the folder's parent.
+    """
     staging = _staging_dir()
     try:
         copy_folder(folder, staging / "flow")
-        return _import_staged(staging, name, user, source, source_detail or str(folder))
+        name = check_flow_name(name)
+        flow_dir = find_flow_root(staging / "flow", name)
+        source_dir = folder / flow_dir.relative_to(staging / "flow")
+        where = f"the folder's parent ({folder.resolve().parent})"
+        resolve_additional_includes(flow_dir, source_dir, folder.resolve().parent, where)
+        return _import_staged(flow_dir, name, user, source, source_detail or str(folder))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def import_zip(upload: IO[bytes], name: str, user, source_detail: str = "") -> FlowVersion:
+    """Import a flow from a zip; its additional includes must be in the zip too (the flow in one top folder,
+    what it includes beside it)."""
     staging = _staging_dir()
     try:
         extract_zip(upload, staging / "flow")
-        return _import_staged(staging, name, user, FlowSource.UPLOAD, source_detail)
+        name = check_flow_name(name)
+        (staging / "flow").mkdir(exist_ok=True)
+        flow_dir = find_flow_root(staging / "flow", name)
+        resolve_additional_includes(flow_dir, flow_dir, staging / "flow", "the zip")
+        return _import_staged(flow_dir, name, user, FlowSource.UPLOAD, source_detail)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _import_staged(staging: Path, name: str, user, source: str, source_detail: str) -> FlowVersion:
-    name = check_flow_name(name)
-    (staging / "flow").mkdir(exist_ok=True)
-    flow_dir = find_flow_root(staging / "flow")
+def _import_staged(flow_dir: Path, name: str, user, source: str, source_detail: str) -> FlowVersion:
     description = validate(flow_dir)
     _remove_run_artifacts(flow_dir)
     digest = content_hash(flow_dir)

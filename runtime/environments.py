@@ -27,6 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from runtime.requirements_policy import base_pins, requirement_problems, without_runtime_provided
 from runtime.sandbox import Sandbox, SandboxUnavailable, pip_environment
 
 logger = logging.getLogger(__name__)
@@ -145,27 +150,31 @@ def base_key() -> str:
     return f"py{version}-{_digest(version, BASE_REQUIREMENTS.read_text())}"
 
 
-def base_packages() -> set[str]:
-    """The distribution names pinned in the base runtime, lower-cased."""
-    names = set()
-    for line in normalise_requirements(BASE_REQUIREMENTS.read_text()).splitlines():
-        names.add(_requirement_name(line))
-    return names
+def layer_requirements(requirements: str) -> str:
+    """What pip installs for a flow: its requirements, normalised, without the lines naming promptflow,
+    which the base runtime provides (runtime/requirements_policy.py)."""
+    return normalise_requirements(without_runtime_provided(requirements))
 
 
-def _requirement_name(line: str) -> str:
-    for separator in ("==", ">=", "<=", "~=", "!=", ">", "<", "[", ";", " "):
-        line = line.split(separator, 1)[0]
-    return line.strip().lower().replace("_", "-")
+def _satisfied_by_base(line: str, pins: dict[str, Version]) -> bool:
+    """A requirement by name, without extras or a URL, whose specifier the base runtime's pin meets."""
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        return False
+    pinned = pins.get(canonicalize_name(requirement.name))
+    if pinned is None or requirement.extras or requirement.url is not None:
+        return False
+    if requirement.marker is not None and not requirement.marker.evaluate():
+        return True
+    return requirement.specifier.contains(pinned, prereleases=True)
 
 
 def needs_layer(requirements: str) -> bool:
     """True when a flow asks for something the base runtime does not already give it."""
-    base_lines = set(normalise_requirements(BASE_REQUIREMENTS.read_text()).splitlines())
-    pinned = base_packages()
-    for line in normalise_requirements(requirements).splitlines():
-        unversioned = _requirement_name(line) == line.strip().lower().replace("_", "-")
-        if line in base_lines or (unversioned and _requirement_name(line) in pinned):
+    pins = base_pins(BASE_REQUIREMENTS)
+    for line in layer_requirements(requirements).splitlines():
+        if _satisfied_by_base(line, pins):
             continue
         return True
     return False
@@ -288,13 +297,11 @@ def ensure_flow_environment(
     Requirements that break runtime/requirements_policy.py are refused before pip sees them (the
     importer checks first; this guards every other caller, such as provisioning an older version).
     """
-    from runtime.requirements_policy import requirement_problems
-
     problems = requirement_problems(requirements, allow_sources=allow_sources)
     if problems:
         raise EnvironmentBuildError("The requirements are not allowed:\n" + "\n".join(problems))
     base = ensure_base(root, timeout)
-    wanted = normalise_requirements(requirements)
+    wanted = layer_requirements(requirements)
     if not wanted or not needs_layer(wanted):
         return base
     target = root / "layers" / f"{base.path.name}-{_digest(wanted)}"
@@ -329,7 +336,7 @@ def ensure_flow_environment(
 
 def environment_key(requirements: str) -> str:
     """A short name for the environment a flow with these requirements gets, without building it."""
-    wanted = normalise_requirements(requirements)
+    wanted = layer_requirements(requirements)
     if not wanted or not needs_layer(wanted):
         return f"base-{base_key()}"
     return f"base-{base_key()}-{_digest(wanted)}"

@@ -22,17 +22,32 @@ accepted as well: index options (``-i``/``--index-url``, ``--extra-index-url``, 
 ``-e``/``--editable`` with one, as long as every URL is http or https (``git+https://`` and the
 other version-control schemes included).
 
+promptflow itself comes with the flow runtime (``runtime/requirements.txt``), as Azure's runtime image
+gives it, and a flow cannot replace it: most flows list it anyway (``promptflow[azure]>=1.7.0``,
+``promptflow-tools``). A line naming ``promptflow``, ``promptflow-core``, ``promptflow-devkit``,
+``promptflow-tracing``, ``promptflow-tools`` or ``promptflow-azure`` is satisfied by the runtime when
+the runtime's version meets its specifier (``promptflow`` and ``promptflow-azure`` are released with
+``promptflow-devkit`` and carry its version), and is then left out of the flow's layer; it is refused,
+naming the line, when the version cannot be met (``promptflow==1.0.0``). Extras of those packages and
+``promptflow-azure`` are not installed: ``[azure]`` adds the client that submits runs to an Azure AI
+workspace, which running and deploying a flow here never uses. The flow page says so
+(``runtime_provided``).
+
 Plain Python, no Django: the importer and the environment builder both call it.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 # pip's own comment rule: '#' at the start of a line or after whitespace.
 COMMENT_RE = re.compile(r"(^|\s+)#.*$")
@@ -95,6 +110,23 @@ SOURCE_OPTIONS_WITH_VALUE = {
 }
 SOURCE_FLAGS = {"--no-index", "--pre", "--prefer-binary"}
 URL_OPTIONS = {"--index-url", "--extra-index-url", "--find-links", "--editable"}
+
+BASE_REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
+# promptflow's own packages: the flow runtime provides them; `promptflow` (the SDK that bundles core, devkit and
+# tracing) and promptflow-azure are released together with promptflow-devkit and carry its version.
+PROMPTFLOW_PACKAGES = {
+    "promptflow": "promptflow-devkit",
+    "promptflow-core": "promptflow-core",
+    "promptflow-devkit": "promptflow-devkit",
+    "promptflow-tracing": "promptflow-tracing",
+    "promptflow-tools": "promptflow-tools",
+    "promptflow-azure": "promptflow-devkit",
+}
+NOT_INSTALLED = {"promptflow-azure"}
+AZURE_NOTE = (
+    "promptflow-azure works with an Azure AI workspace (remote runs, workspace connections), which running and "
+    "deploying a flow here does not use"
+)
 
 FILE_OPTION_REASON = "options that read other files are not allowed (-r, -c); list the requirements in this file"
 INDEX_ONLY = (
@@ -160,6 +192,8 @@ def _line_problem(raw: str, allow_sources: bool) -> str | None:
         return _not_a_name_problem(line, allow_sources, exc)
     if requirement.name.lower().endswith(ARCHIVE_EXTENSIONS):
         return LOCAL_REASON
+    if canonicalize_name(requirement.name) in PROMPTFLOW_PACKAGES:
+        return _promptflow_problem(requirement)
     if requirement.url is not None:
         if not allow_sources:
             return f"direct references (name @ url) are not allowed: {INDEX_ONLY}"
@@ -254,3 +288,104 @@ def _options_problem(line: str, allow_sources: bool) -> str | None:
         if option == "--trusted-host" and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", value):
             return "--trusted-host takes a host name (host or host:port)"
     return None
+
+
+# --- promptflow itself comes with the runtime -------------------------------------------------
+
+
+@functools.cache
+def base_pins(base_requirements: Path = BASE_REQUIREMENTS) -> dict[str, Version]:
+    """The base runtime's `name==version` pins, by canonical name."""
+    pins = {}
+    for raw in base_requirements.read_text().splitlines():
+        try:
+            requirement = Requirement(COMMENT_RE.sub("", raw).strip())
+        except InvalidRequirement:
+            continue
+        specifiers = list(requirement.specifier)
+        if len(specifiers) == 1 and specifiers[0].operator == "==":
+            try:
+                pins[canonicalize_name(requirement.name)] = Version(specifiers[0].version)
+            except InvalidVersion:
+                continue
+    return pins
+
+
+def runtime_versions() -> dict[str, Version]:
+    """The version of each promptflow package the base runtime provides."""
+    pins = base_pins()
+    return {name: pins[pinned] for name, pinned in PROMPTFLOW_PACKAGES.items() if pinned in pins}
+
+
+def _applies(requirement: Requirement) -> bool:
+    """False when the line's environment marker excludes this interpreter (pip would skip it too)."""
+    return requirement.marker is None or requirement.marker.evaluate()
+
+
+def _promptflow_problem(requirement: Requirement) -> str | None:
+    if not _applies(requirement):
+        return None
+    name = canonicalize_name(requirement.name)
+    version = runtime_versions().get(name)
+    if requirement.url is not None or version is None:
+        return f"{name} comes with the flow runtime and cannot be installed from elsewhere; remove the line"
+    if not requirement.specifier.contains(version, prereleases=True):
+        return (
+            f"flows run on the flow runtime's {name} {version}, which {requirement.specifier} excludes: "
+            f"remove the line or allow {version}"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class ProvidedLine:
+    """A requirements line the flow runtime satisfies itself: it is left out of the flow's layer."""
+
+    line_number: int
+    line: str
+    name: str
+    version: str
+    extras: tuple[str, ...]
+
+    def note(self) -> str:
+        if self.name in NOT_INSTALLED:
+            return f"not installed: {AZURE_NOTE}."
+        note = f"provided by the flow runtime ({self.name} {self.version})"
+        if self.extras:
+            extras = ", ".join(f"[{extra}]" for extra in self.extras)
+            reason = AZURE_NOTE if self.extras == ("azure",) else "the runtime's promptflow is used as it is"
+            note += f"; the {extras} extra{'s are' if len(self.extras) > 1 else ' is'} not installed: {reason}"
+        return note + "."
+
+
+def runtime_provided(text: str) -> list[ProvidedLine]:
+    """The lines naming promptflow that the flow runtime satisfies (see the module's docstring)."""
+    provided = []
+    versions = runtime_versions()
+    for number, raw in enumerate(text.splitlines(), 1):
+        requirement = _promptflow_requirement(raw)
+        if requirement is None or not _applies(requirement) or _promptflow_problem(requirement):
+            continue
+        name = canonicalize_name(requirement.name)
+        shown = COMMENT_RE.sub("", raw).strip()
+        provided.append(ProvidedLine(number, shown, name, str(versions[name]), tuple(sorted(requirement.extras))))
+    return provided
+
+
+def without_runtime_provided(text: str) -> str:
+    """The requirements without the lines naming promptflow: what pip installs into a flow's layer.
+
+    Call it on requirements that passed find_problems: an unsatisfiable promptflow line is refused there.
+    """
+    return "\n".join(line for line in text.splitlines() if _promptflow_requirement(line) is None)
+
+
+def _promptflow_requirement(raw: str) -> Requirement | None:
+    line = COMMENT_RE.sub("", raw).strip()
+    if not line or line.startswith("-") or "\\" in raw or "${" in raw:
+        return None
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        return None
+    return requirement if canonicalize_name(requirement.name) in PROMPTFLOW_PACKAGES else None

@@ -13,6 +13,7 @@ from runtime.environments import (
     EnvironmentBuildError,
     ensure_flow_environment,
     environment_key,
+    layer_requirements,
     needs_layer,
     normalise_requirements,
 )
@@ -28,12 +29,21 @@ def test_it_needs_no_layer_for_what_the_base_already_has():
     assert not needs_layer("")
     assert not needs_layer("promptflow-tools\n")
     assert not needs_layer("promptflow-core==1.18.5")
+    assert not needs_layer("promptflow[azure]>=1.7.0\npromptflow\npromptflow-tools\npromptflow-core>=1.0\n")
+    assert not needs_layer("httpx>=0.20\nPyYAML==6.0.4")
     assert needs_layer("python-slugify==8.0.4")
-    assert needs_layer("promptflow-tools==1.0.0")
+    assert needs_layer("httpx<0.20")
+    assert needs_layer("httpx[http2]")
+
+
+def test_it_leaves_promptflow_out_of_a_layer():
+    """promptflow's examples list promptflow itself; the layer holds only the flow's own packages."""
+    assert layer_requirements("promptflow[azure]>=1.7.0\npromptflow-tools\nbs4\n") == "bs4"
 
 
 def test_it_names_an_environment_by_its_requirements():
     assert environment_key("") == environment_key("promptflow-tools")
+    assert environment_key("bs4") == environment_key("promptflow[azure]>=1.7.0\npromptflow-tools\nbs4")
     assert environment_key("python-slugify==8.0.4") == environment_key("# x\npython-slugify==8.0.4\n")
     assert environment_key("python-slugify==8.0.4") != environment_key("python-slugify==8.0.3")
 

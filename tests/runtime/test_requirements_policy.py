@@ -6,7 +6,12 @@ import pytest
 
 from runtime import environments
 from runtime.environments import EnvironmentBuildError, ensure_flow_environment
-from runtime.requirements_policy import find_problems, requirement_problems
+from runtime.requirements_policy import (
+    find_problems,
+    requirement_problems,
+    runtime_provided,
+    without_runtime_provided,
+)
 
 ACCEPTED = [
     "requests",
@@ -161,3 +166,57 @@ def test_the_environment_builder_refuses_before_building_anything(tmp_path: Path
         ensure_flow_environment(tmp_path, "git+https://github.com/owner/repo#egg=repo\n")
     assert "FLOWDEPLOY_ALLOW_REQUIREMENT_SOURCES" in str(caught.value)
     assert not any(tmp_path.iterdir())
+
+
+# promptflow's own packages, as promptflow's examples list them: the flow runtime provides them.
+PROVIDED = [
+    ("promptflow[azure]>=1.7.0", "promptflow", "1.18.5", ("azure",)),
+    ("promptflow", "promptflow", "1.18.5", ()),
+    ("promptflow-tools", "promptflow-tools", "1.6.1", ()),
+    ("promptflow-core>=1.0", "promptflow-core", "1.18.5", ()),
+    ("PromptFlow_DevKit ~= 1.18", "promptflow-devkit", "1.18.5", ()),
+    ("promptflow-tracing==1.18.5  # pinned", "promptflow-tracing", "1.18.5", ()),
+    ("promptflow[azure,executable]", "promptflow", "1.18.5", ("azure", "executable")),
+    ("promptflow-azure", "promptflow-azure", "1.18.5", ()),
+]
+
+
+@pytest.mark.parametrize(("line", "name", "version", "extras"), PROVIDED)
+def test_it_lets_the_runtime_provide_promptflow(line, name, version, extras):
+    assert requirement_problems(line) == []
+    [provided] = runtime_provided(f"# deps\n{line}\nbs4\n")
+    assert (provided.line_number, provided.name, provided.version, provided.extras) == (2, name, version, extras)
+    assert without_runtime_provided(f"# deps\n{line}\nbs4\n").splitlines() == ["# deps", "bs4"]
+
+
+def test_it_notes_what_the_runtime_leaves_out():
+    notes = [p.note() for p in runtime_provided("promptflow[azure]>=1.7.0\npromptflow-tools\npromptflow-azure\n")]
+    assert notes == [
+        "provided by the flow runtime (promptflow 1.18.5); the [azure] extra is not installed: promptflow-azure "
+        "works with an Azure AI workspace (remote runs, workspace connections), which running and deploying a flow "
+        "here does not use.",
+        "provided by the flow runtime (promptflow-tools 1.6.1).",
+        "not installed: promptflow-azure works with an Azure AI workspace (remote runs, workspace connections), "
+        "which running and deploying a flow here does not use.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("promptflow==1.0.0", "flows run on the flow runtime's promptflow 1.18.5, which ==1.0.0 excludes"),
+        ("promptflow-tools<1.0", "flows run on the flow runtime's promptflow-tools 1.6.1, which <1.0 excludes"),
+        ("promptflow-core>=2", "flows run on the flow runtime's promptflow-core 1.18.5, which >=2 excludes"),
+        ("promptflow @ https://example.com/promptflow-1.0-py3-none-any.whl", "promptflow comes with the flow runtime"),
+    ],
+)
+def test_it_refuses_a_promptflow_version_the_runtime_cannot_meet(line, reason):
+    [problem] = requirement_problems(f"bs4\n{line}\n", allow_sources=True)
+    assert problem.startswith(f"requirements.txt line 2: {line!r}: {reason}")
+    assert runtime_provided(line) == []
+
+
+def test_it_skips_a_promptflow_line_whose_marker_excludes_this_python():
+    assert requirement_problems('promptflow==1.0.0; python_version < "3.0"') == []
+    assert runtime_provided('promptflow==1.0.0; python_version < "3.0"') == []
+    assert without_runtime_provided('promptflow==1.0.0; python_version < "3.0"') == ""

@@ -7,6 +7,7 @@ from pathlib import Path
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.html import escape
@@ -15,7 +16,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from flows import importing, services
 from flows.dag import render_dag_svg
 from flows.forms import BulkRunForm, FlowInputsForm, FolderImportForm, SampleImportForm, ZipImportForm
-from flows.models import BulkRun, Flow, FlowSource, FlowVersion, TestRun
+from flows.models import FINAL_RUN_STATES, BulkRun, Flow, FlowSource, FlowVersion, TestRun
+from runtime.requirements_policy import runtime_provided
 from workspace.connections import connection_type_names
 
 IMPORT_SOURCES = ("upload", "sample", "folder")
@@ -113,6 +115,7 @@ def flow_detail(request, name: str, version: int | None = None):
         "connections": connections,
         "dag_svg": render_dag_svg(flow_version.description()),
         "bulk_runs": BulkRun.objects.filter(flow_version__flow=flow_version.flow).select_related("flow_version")[:10],
+        "provided_requirements": runtime_provided(flow_version.requirements),
     }
     return render(request, "flows/detail.html", context)
 
@@ -169,6 +172,8 @@ def _chat(request, flow_version: FlowVersion):
         question = request.POST.get(chat_input, "")
         if not question.strip():
             context["error"] = f"Type a message for '{chat_input}'."
+        elif _turn_running(flow_version, session):
+            context["error"] = "Wait for the answer to your last message before you send another."
         elif form.is_valid():
             try:
                 run = services.start_test_run(
@@ -186,8 +191,18 @@ def _chat(request, flow_version: FlowVersion):
             )
         if request.htmx:
             return HttpResponse(f'<div class="bubble error">{escape(context["error"])}</div>', status=400)
-    context["turns"] = TestRun.objects.filter(flow_version=flow_version, chat_session=session).order_by("created_at")
+    turns = list(TestRun.objects.filter(flow_version=flow_version, chat_session=session).order_by("created_at"))
+    context.update(turns=turns, running=any(not turn.is_final for turn in turns))
     return render(request, "flows/chat.html", context)
+
+
+def _turn_running(flow_version: FlowVersion, session: uuid.UUID) -> bool:
+    """A chat holds one turn at a time: its history is built from the turns that finished."""
+    return (
+        TestRun.objects.filter(flow_version=flow_version, chat_session=session)
+        .exclude(status__in=FINAL_RUN_STATES)
+        .exists()
+    )
 
 
 def _chat_session(value: str | None) -> uuid.UUID:
@@ -235,6 +250,22 @@ def bulk_run_new(request, name: str, version: int):
     flow_version = _version(name, version)
     form = BulkRunForm(initial={"use_flow_data": flow_version.has_data_file()})
     return render(request, "flows/bulk_new.html", {"version": flow_version, "form": form})
+
+
+BULK_RUNS_PER_PAGE = 50
+
+
+@login_required
+@require_GET
+def bulk_run_list(request, name: str | None = None):
+    """Bulk test runs, newest first: every flow's, or one flow's (all its versions); live while any runs."""
+    flow = get_object_or_404(Flow, name=name) if name is not None else None
+    runs = BulkRun.objects.select_related("flow_version__flow", "created_by").order_by("-created_at", "-pk")
+    if flow is not None:
+        runs = runs.filter(flow_version__flow=flow)
+    page = Paginator(runs, BULK_RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"flow": flow, "page": page, "runs": page.object_list, "live": any(not run.is_final for run in page)}
+    return render(request, _htmx_template(request, "flows/bulk_runs.html", "rows"), context)
 
 
 @login_required

@@ -1,6 +1,8 @@
 """The flow pages: list, import, detail, test and chat; full pages and their htmx fragments."""
 
 import io
+import re
+import uuid
 import zipfile
 
 import pytest
@@ -176,6 +178,26 @@ def test_it_refuses_an_empty_chat_message(admin_client, import_flow):
     assert response.status_code == 400
     assert "Type a message for &#x27;question&#x27;." in response.content.decode()
     assert not TestRun.objects.exists()
+
+
+def test_it_holds_one_chat_turn_at_a_time(admin_client, import_flow):
+    """While a turn runs, the box and Send render disabled and the server refuses another message."""
+    version = import_flow("chat-stream-offline")
+    session = uuid.uuid4()
+    TestRun.objects.create(flow_version=version, chat_session=session, inputs={"question": "first"}, status="Running")
+    url = f"/flows/chat-stream-offline/versions/1/test/?chat_session={session}"
+    html = admin_client.get(url).content.decode()
+    assert re.search(r'<input type="text" id="chat-input"[^>]* disabled>', html)
+    assert re.search(r'<button type="submit"[^>]* disabled>Send</button>', html)
+    response = admin_client.post(
+        url, {"question": "second", "chat_session": str(session)}, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 400
+    assert "Wait for the answer to your last message before you send another." in response.content.decode()
+    assert TestRun.objects.count() == 1
+    TestRun.objects.update(status="Completed")
+    html = admin_client.get(url).content.decode()
+    assert not re.search(r"<button[^>]* disabled>Send", html)
 
 
 def test_it_refuses_a_test_run_to_a_user_without_the_permission(client, viewer, import_flow):

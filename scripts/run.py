@@ -83,18 +83,10 @@ def main() -> int:
     logs.mkdir(exist_ok=True)
     queue = os.environ.get("FLOWDEPLOY_QUEUE", "flowdeploy")
     commands = {
-        "worker": [
-            str(BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            queue,
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-        ],
+        # Deployments, deletions and the reconciler on one worker; test and bulk runs, which can take long,
+        # on their own (config/celery.py routes them), so a long run never delays crash recovery.
+        "worker": worker_command(queue, queue),
+        "worker-runs": worker_command(f"{queue}-runs", f"{queue}-runs"),
         "beat": [
             str(BIN / "celery"),
             "-A",
@@ -127,7 +119,7 @@ def main() -> int:
         )
     print(f"\nFlowdeploy is running: open http://{STUDIO_HOST}:{STUDIO_PORT}/")
     print(f"Scoring gateway: http://{STUDIO_HOST}:{GATEWAY_PORT}/endpoints/<endpoint>/score")
-    print(f"Logs: {logs}/{{worker,beat,studio,gateway}}.log. Press Ctrl-C to stop everything.\n")
+    print(f"Logs: {logs}/{{worker,worker-runs,beat,studio,gateway}}.log. Press Ctrl-C to stop everything.\n")
     stopping = False
 
     def request_stop(signum, frame) -> None:
@@ -151,6 +143,11 @@ def main() -> int:
     _stop(children)
     _stop_instances()
     return exit_code
+
+
+def worker_command(queue: str, name: str) -> list[str]:
+    command = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "--hostname", f"{name}@%h"]
+    return [*command, "--loglevel", "INFO", "--concurrency", "2"]
 
 
 def warn_without_sandbox() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 
+from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from endpoints.connections import resolve
@@ -14,33 +17,58 @@ from endpoints.models import LIVE_INSTANCE_STATES, Deployment, DeploymentState, 
 class TrafficRow:
     name: str
     state: str
-    traffic: int
-    mirror: int
+    traffic: int | str
+    mirror: int | str
+    traffic_errors: list[str] = field(default_factory=list)
+    mirror_errors: list[str] = field(default_factory=list)
 
 
-def traffic_rows(endpoint: Endpoint) -> list[TrafficRow]:
+def traffic_rows(
+    endpoint: Endpoint, posted: dict[str, tuple[str, str]] | None = None, errors: dict[str, list[str]] | None = None
+) -> list[TrafficRow]:
+    """A row per deployment: its share now, or what was posted, with the errors about its fields."""
+    posted, errors = posted or {}, errors or {}
     rows = endpoint.deployments.exclude(state=DeploymentState.DELETING).order_by("name").values_list("name", "state")
-    return [
-        TrafficRow(name, state, endpoint.traffic.get(name, 0), endpoint.mirror_traffic.get(name, 0))
-        for name, state in rows
-    ]
+    result = []
+    for name, state in rows:
+        traffic, mirror = posted.get(name, (endpoint.traffic.get(name, 0), endpoint.mirror_traffic.get(name, 0)))
+        result.append(
+            TrafficRow(
+                name, state, traffic, mirror, errors.get(f"traffic-{name}", []), errors.get(f"mirror-{name}", [])
+            )
+        )
+    return result
 
 
-def parse_traffic(data: QueryDict, names: list[str]) -> tuple[dict[str, int], dict[str, int], list[str]]:
-    """`traffic-<name>` and `mirror-<name>` fields as percentages; errors name the deployment and field."""
-    live: dict[str, int] = {}
-    mirror: dict[str, int] = {}
-    errors: list[str] = []
-    for name in names:
-        for prefix, label, target in (("traffic", "Traffic", live), ("mirror", "Mirror traffic", mirror)):
-            raw = (data.get(f"{prefix}-{name}") or "0").strip()
-            try:
-                target[name] = int(raw)
-            except ValueError:
-                errors.append(f"{label} for {name} must be a whole number of percent, not {raw!r}.")
-    if not errors and sum(live.values()) not in (0, 100):
-        errors.append(f"Traffic must add up to 100%, not {sum(live.values())}%.")
-    return live, mirror, errors
+def traffic_signature(endpoint: Endpoint) -> str:
+    """Changes when what the traffic table shows changes (a share, a deployment or its state): a page that
+    polls replaces its table only then, so a table being edited is not replaced for nothing."""
+    rows = endpoint.deployments.exclude(state=DeploymentState.DELETING).order_by("name").values_list("name", "state")
+    text = json.dumps([list(rows), endpoint.traffic, endpoint.mirror_traffic], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def posted_traffic(data: QueryDict, names: list[str]) -> dict[str, tuple[str, str]]:
+    """The `traffic-<name>` and `mirror-<name>` fields as typed (an empty one means 0)."""
+    return {
+        name: ((data.get(f"traffic-{name}") or "0").strip(), (data.get(f"mirror-{name}") or "0").strip())
+        for name in names
+    }
+
+
+def traffic_errors(exc: ValidationError) -> dict[str, list[str]]:
+    """The services' traffic errors by field of the table: `traffic-<name>` or `mirror-<name>` for a problem
+    with one deployment's share, `__all__` for the others (the sum, an unknown deployment)."""
+    if not hasattr(exc, "error_dict"):
+        return {"__all__": exc.messages}
+    errors: dict[str, list[str]] = {}
+    for api_field, found in exc.error_dict.items():
+        prefix = "mirror" if api_field == "mirror_traffic" else "traffic"
+        for error in found:
+            deployment = (error.params or {}).get("deployment")
+            key = f"{prefix}-{deployment}" if deployment else "__all__"
+            errors.setdefault(key, []).extend(error.messages)
+    return errors
 
 
 def traffic_changes(endpoint: Endpoint, live: dict[str, int], mirror: dict[str, int]) -> list[str]:
@@ -110,7 +138,10 @@ def deployment_losses(deployment: Deployment) -> list[str]:
     ]
     share = deployment.endpoint.traffic.get(deployment.name)
     if share:
-        losses.append(f"The {share}% of the endpoint's traffic it receives: clients get 503 if nothing else serves.")
+        losses.append(
+            f"The {share}% of the endpoint's traffic it receives: no other deployment serves it, so clients get "
+            "503 until a deployment is added to the endpoint and given the traffic."
+        )
     return losses
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from endpoints.views import consume, deployments, logs, testing
+from endpoints.views import consume, deployments, endpoint_page, logs, testing
 
 app_name = "endpoints"
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path("deployments/<str:endpoint>/<str:name>/test/chat/", testing.chat, name="chat"),
     path("deployments/<str:endpoint>/<str:name>/consume/", consume.consume, name="consume"),
     path("deployments/<str:endpoint>/<str:name>/logs/", logs.logs, name="logs"),
+    path("endpoints/<str:endpoint>/", endpoint_page.endpoint_page, name="endpoint"),
     path("endpoints/<str:endpoint>/traffic/", deployments.traffic, name="traffic"),
     path("endpoints/<str:endpoint>/delete/", deployments.delete_endpoint, name="delete_endpoint"),
     path("endpoints/<str:endpoint>/keys/<str:which>/", consume.key, name="key"),

@@ -43,6 +43,22 @@ class TagsField(forms.CharField):
         return tags
 
 
+class InstanceCountField(forms.Field):
+    """Instance count, checked by the services' one rule (services.clean_instance_count): a whole number from
+    1 to FLOWDEPLOY_MAX_INSTANCES, one message for every other value, the empty one included."""
+
+    widget = forms.NumberInput
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, **kwargs)
+
+    def to_python(self, value):
+        return services.clean_instance_count(value)
+
+    def widget_attrs(self, widget):
+        return {**super().widget_attrs(widget), "min": 1, "step": 1}
+
+
 def _service_errors(form: forms.Form, exc: ValidationError, fields: dict[str, str] | None = None) -> None:
     """Put a service's ValidationError on the form fields it names (renamed through `fields`)."""
     fields = fields or {}
@@ -88,7 +104,7 @@ class BasicForm(StepForm):
     deployment_name = forms.CharField(label="Deployment name", max_length=64, initial="blue")
     confirm_overwrite = forms.BooleanField(label="Overwrite the existing deployment", required=False)
     vm_size = forms.ChoiceField(label="Virtual machine", initial=sizes.DEFAULT_SIZE)
-    instance_count = forms.IntegerField(label="Instance count", initial=1, min_value=1)
+    instance_count = InstanceCountField(label="Instance count", initial=1)
     data_collection = forms.BooleanField(label="Inference data collection", required=False)
 
     def __init__(self, *args, **kwargs):
@@ -103,7 +119,6 @@ class BasicForm(StepForm):
             (name, f"{name}: {size.summary}; {_fitting(free, size)} instance(s) fit in what is left")
             for name, size in sizes.SIZES.items()
         ]
-        self.fields["instance_count"].max_value = settings.FLOWDEPLOY_MAX_INSTANCES
         self.fields["instance_count"].widget.attrs["max"] = settings.FLOWDEPLOY_MAX_INSTANCES
         live = {"hx-get": self.draft.step_url("basic"), "hx-swap": "outerHTML", "hx-sync": "this:replace"}
         self.fields["endpoint_name"].widget.attrs.update(
@@ -160,11 +175,6 @@ class BasicForm(StepForm):
             )
 
     def _check_capacity(self, vm_size: str, count: int) -> None:
-        try:
-            services.clean_deployment_settings(self.flow_version, {"vm_size": vm_size, "instance_count": count})
-        except ValidationError as exc:
-            _service_errors(self, exc)
-            return
         shortfall = capacity.shortfall_for(vm_size, count, excluding=self.overwrite)
         if shortfall:
             self.add_error("instance_count", shortfall)
@@ -175,20 +185,17 @@ def _fitting(free_mib: int, size: sizes.VMSize) -> int:
 
 
 def endpoint_name_problem(name: str) -> str:
-    """Why `name` cannot be a new endpoint's name, or an empty string."""
-    if not name:
-        return "Enter the endpoint name."
+    """Why `name` cannot be a new endpoint's name, or an empty string (the services' rule)."""
+    return services.endpoint_name_problem(name)
+
+
+def capacity_line(vm_size: str, count: object, excluding: Deployment | None = None) -> dict:
+    """What the Instance count needs and what this machine has left, for the live capacity line; or, for a
+    count the services refuse, their message."""
     try:
-        check_name(name, "Endpoint")
+        count = services.clean_instance_count(count)
     except ValidationError as exc:
-        return exc.messages[0]
-    if Endpoint.objects.filter(name=name).exists():
-        return f"Endpoint name {name} is already taken."
-    return ""
-
-
-def capacity_line(vm_size: str, count: int, excluding: Deployment | None = None) -> dict:
-    """What the Instance count needs and what this machine has left, for the live capacity line."""
+        return {"error": exc.messages[0]}
     needed = capacity.reserved_mib(vm_size, count)
     free = capacity.free_mib(excluding)
     return {
@@ -248,10 +255,9 @@ class DeploymentForm(StepForm):
 
     def clean(self):
         data = super().clean()
-        if self.errors:
-            return data
+        valid = {name: value for name, value in data.items() if name not in self.errors}
         try:
-            services.clean_deployment_settings(self.flow_version, dict(data))
+            services.clean_deployment_settings(self.flow_version, valid)
         except ValidationError as exc:
             _service_errors(self, exc)
         return data
@@ -288,10 +294,26 @@ class OutputsForm(StepForm):
 
     def clean(self):
         data = super().clean()
-        problems = connection_problems(self.flow_version, self.overrides(data))
-        for problem in problems:
-            self.add_error(None, problem)
+        overrides = self.overrides(data)
+        for problem in connection_problems(self.flow_version, overrides):
+            self.add_error(self._connection_field_of(problem, overrides), problem)
         return data
+
+    def _connection_field_of(self, problem: str, overrides: dict[str, str]) -> str | None:
+        """The field of the connection a problem is about (its message names the connection), beside which
+        it shows; None if it names none."""
+        for entry in self.flow_version.connections:
+            target = overrides.get(entry["name"]) or entry["name"]
+            if problem.startswith(f"Connection '{target}'") and connection_field(entry["name"]) in self.fields:
+                return connection_field(entry["name"])
+        return None
+
+    def connection_errors(self) -> list[str]:
+        """Every connection problem, wherever it shows."""
+        errors = list(self.non_field_errors())
+        for entry in self.connections:
+            errors += list(self.errors.get(entry["field"], []))
+        return errors
 
     def overrides(self, data: dict | None = None) -> dict[str, str]:
         data = self.cleaned_data if data is None else data
@@ -304,3 +326,34 @@ class OutputsForm(StepForm):
 
     def bound_connections(self):
         return [{**entry, "bound": self[entry["field"]]} for entry in self.connections]
+
+
+FORMS = {"basic": BasicForm, "endpoint": EndpointForm, "deployment": DeploymentForm, "outputs": OutputsForm}
+
+
+def uses_new_endpoint(draft) -> bool:
+    return (draft.raw("basic") or {}).get("endpoint_mode", ["new"]) == ["new"]
+
+
+def blank_form(step: str, draft) -> StepForm:
+    """The step's form for a step not saved yet: its defaults, and what the draft was started with."""
+    return FORMS[step](draft=draft, initial=draft.preset(step))
+
+
+def stored_form(step: str, draft) -> StepForm:
+    """The step's form bound to what the user saved (or to its defaults if skipped), validated."""
+    raw = draft.raw(step)
+    data = MultiValueDict(raw) if raw is not None else blank_form(step, draft).initial_data()
+    form = FORMS[step](data, draft=draft)
+    form.is_valid()
+    return form
+
+
+def all_forms(draft) -> dict[str, StepForm]:
+    """Every step's stored form, validated again (the endpoint step only for a new endpoint)."""
+    forms = {"basic": stored_form("basic", draft)}
+    if uses_new_endpoint(draft):
+        forms["endpoint"] = stored_form("endpoint", draft)
+    forms["deployment"] = stored_form("deployment", draft)
+    forms["outputs"] = stored_form("outputs", draft)
+    return forms

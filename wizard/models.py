@@ -10,6 +10,7 @@ from flows.models import FlowVersion
 
 DRAFT_LIFETIME = timedelta(days=7)
 STEPS = ("basic", "endpoint", "deployment", "outputs", "review")
+PRESET = "preset"  # the key of a draft's initial values in `steps`, beside the steps' own data
 STEP_TITLES = {
     "basic": "Basic settings",
     "endpoint": "Advanced settings: Endpoint",
@@ -61,12 +62,18 @@ class DeploymentDraft(models.Model):
     def raw(self, step: str) -> dict | None:
         return self.steps.get(step)
 
+    def preset(self, step: str) -> dict:
+        """Initial values the draft was started with (e.g. an existing endpoint to deploy to)."""
+        return dict((self.steps.get(PRESET) or {}).get(step) or {})
+
     def save_step(self, step: str, raw: dict) -> None:
         self.steps = {**self.steps, step: raw}
         self.save(update_fields=["steps", "updated_at"])
 
     @classmethod
-    def start(cls, owner, flow_version: FlowVersion) -> "DeploymentDraft":
-        """A new draft; abandoned ones (untouched for a week) are deleted on the way."""
+    def start(cls, owner, flow_version: FlowVersion, preset: dict | None = None) -> "DeploymentDraft":
+        """A new draft, with `preset` as initial values per step; abandoned ones (untouched for a week) are
+        deleted on the way."""
         cls.objects.expired().delete()
-        return cls.objects.create(owner=owner, flow_version=flow_version)
+        steps = {PRESET: preset} if preset else {}
+        return cls.objects.create(owner=owner, flow_version=flow_version, steps=steps)

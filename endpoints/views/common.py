@@ -11,6 +11,7 @@ from django.urls import reverse
 from endpoints.models import Deployment, Endpoint
 
 TABS = (("detail", "Details"), ("test", "Test"), ("consume", "Consume"), ("logs", "Logs"))
+KEY_LABELS = {"primary": "Primary key", "secondary": "Secondary key"}
 
 
 def can(user, permission: str) -> bool:

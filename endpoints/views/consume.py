@@ -20,10 +20,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from endpoints import samples, services
 from endpoints.models import AuthType, Deployment, Endpoint
-from endpoints.views.common import get_deployment, get_endpoint, page_context, require
+from endpoints.views.common import KEY_LABELS, get_deployment, get_endpoint, page_context, require
+from endpoints.views.endpoint_page import endpoint_context
 
 TEMPLATE = "endpoints/deployment_consume.html"
-KEY_LABELS = {"primary": "Primary key", "secondary": "Secondary key"}
+CREDENTIALS = "endpoints/_credentials.html"
 CHANGE_ENDPOINT = "endpoints.change_endpoint"
 
 
@@ -45,7 +46,7 @@ def key(request, endpoint: str, which: str):
         context = {"endpoint": target, "which": which, "label": KEY_LABELS[which]}
         if request.GET.get("hide") != "1":
             context["value"] = services.credentials(target)[f"{which}Key"]
-        return render(request, f"{TEMPLATE}#key_value", context)
+        return render(request, f"{CREDENTIALS}#key_value", context)
     return HttpResponse(services.credentials(target)[f"{which}Key"], content_type="text/plain; charset=utf-8")
 
 
@@ -92,11 +93,12 @@ def token(request, endpoint: str):
         "refresh_after": _utc(issued["refreshAfterTimeUtc"]),
     }
     if request.htmx:
-        return render(request, f"{TEMPLATE}#token", context)
+        return render(request, f"{CREDENTIALS}#token", context)
     deployments = target.deployments.order_by("name")  # the page the form was on, without JavaScript
-    deployment = deployments.filter(name=request.POST.get("deployment", "")).first() or deployments.first()
+    name = request.POST.get("deployment", "")
+    deployment = deployments.filter(name=name).first() or (deployments.first() if name else None)
     if deployment is None:
-        raise Http404("The endpoint has no deployment.")
+        return render(request, "endpoints/endpoint.html", {**endpoint_context(request, target), **context})
     return render(request, TEMPLATE, {**_tab_context(request, deployment), **context})
 
 
@@ -129,7 +131,7 @@ def _next_url(request, target: Endpoint) -> str:
         return wanted
     deployment = target.deployments.order_by("name").first()
     if deployment is None:
-        return reverse("endpoints:list")
+        return reverse("endpoints:endpoint", args=[target.name])
     return reverse("endpoints:consume", args=[target.name, deployment.name])
 
 

@@ -102,6 +102,8 @@ function setUpEditors(form, types) {
 }
 
 // --- chat flow: chat_history kept here, answers streamed ---------------------------------------
+// The conversation is kept in sessionStorage under the deployment's key, so it survives a switch to another
+// tab of the page (or a reload) in this browser tab; Clear chat forgets it.
 
 function setUpChat(form) {
   const chatWindow = document.getElementById("chat-window");
@@ -109,8 +111,28 @@ function setUpChat(form) {
   const send = document.getElementById("chat-send");
   const emptyNote = document.getElementById("chat-empty").cloneNode(true);
   const historyField = form.dataset.historyField;
-  const history = []; // promptflow's chat_history: {inputs, outputs} per completed turn
+  const storageKey = form.dataset.chatKey;
+  const saved = loadChat(storageKey);
+  const history = saved.history; // promptflow's chat_history: {inputs, outputs} per completed turn
+  const shown = saved.shown; // what the window shows: {question, answer | error, meta} per finished turn
   let current = null; // the turn being answered: its AbortController
+  shown.forEach(showSaved);
+
+  function remember(entry) {
+    shown.push(entry);
+    saveChat(storageKey, history, shown);
+  }
+
+  function showSaved(entry) {
+    const turn = addTurn(entry.question);
+    if (typeof entry.error === "string") {
+      showError(turn, entry.error, entry.meta || "");
+    } else {
+      turn.answer.textContent = entry.answer || "";
+      turn.answer.classList.remove("streaming", "waiting");
+      turn.meta.textContent = entry.meta || "";
+    }
+  }
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -121,6 +143,8 @@ function setUpChat(form) {
     if (current) current.abort();
     current = null;
     history.length = 0;
+    shown.length = 0;
+    forgetChat(storageKey);
     chatWindow.replaceChildren(emptyNote.cloneNode(true));
     setBusy(false);
     input.focus();
@@ -166,6 +190,7 @@ function setUpChat(form) {
           turn.answer.classList.remove("streaming", "waiting");
           turn.meta.textContent = describe(data);
           history.push(data.turn);
+          remember({ question, answer: data.answer, meta: turn.meta.textContent });
         } else if (event === "error") {
           finished = true;
           fail(turn, data.message, describe(data));
@@ -198,10 +223,16 @@ function setUpChat(form) {
     element.append(user, answer, meta);
     chatWindow.append(element);
     scrollDown();
-    return { element, answer, meta };
+    return { element, answer, meta, question };
   }
 
   function fail(turn, message, about = "") {
+    if (!turn.element.isConnected) return; // the chat was cleared meanwhile
+    showError(turn, message, about);
+    remember({ question: turn.question, error: message, meta: about });
+  }
+
+  function showError(turn, message, about) {
     turn.answer.className = "bubble error";
     turn.answer.setAttribute("role", "alert");
     turn.answer.textContent = message;
@@ -216,6 +247,32 @@ function setUpChat(form) {
 
   function scrollDown() {
     chatWindow.scrollTop = chatWindow.scrollHeight;
+  }
+}
+
+function loadChat(key) {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(key) || "null");
+    if (saved && Array.isArray(saved.history) && Array.isArray(saved.shown)) return saved;
+  } catch {
+    // storage unavailable or not ours: start afresh
+  }
+  return { history: [], shown: [] };
+}
+
+function saveChat(key, history, shown) {
+  try {
+    sessionStorage.setItem(key, JSON.stringify({ history, shown }));
+  } catch {
+    // storage full or unavailable: the chat still works, it is just not kept
+  }
+}
+
+function forgetChat(key) {
+  try {
+    sessionStorage.removeItem(key);
+  } catch {
+    // nothing kept
   }
 }
 

@@ -51,7 +51,7 @@ def test_it_follows_the_log_live_and_stops_when_follow_is_off(signed_in, live_se
     page = signed_in
     first = instances[0]
     page.goto(f"{live_server.url}/deployments/ep-logs/blue/")
-    page.get_by_role("link", name="Logs").click()
+    page.get_by_role("link", name="Logs", exact=True).click()
     expect(page.get_by_role("heading", name="Instance logs")).to_be_visible()
     log = page.locator("#log-text")
     expect(log).to_contain_text("instance 1 line 300")

@@ -147,3 +147,31 @@ def test_it_sends_the_inputs_panel_with_each_chat_turn(signed_in, live_server, d
     chat_input.fill("more")
     page.get_by_role("button", name="Send").click()
     expect(answers.nth(2)).to_have_text("As a librarian,")
+
+
+def test_it_keeps_the_chat_across_a_tab_switch_until_cleared(signed_in, live_server, deploy):
+    page = signed_in
+    blue = deploy("chat-stream-offline", endpoint="ep-test", name="blue")
+    _open_test_tab(page, live_server, blue)
+    chat_input = page.get_by_placeholder("Type user input here")
+    answers = page.locator("#chat-window .bubble.assistant")
+    chat_input.fill("hello there")
+    page.get_by_role("button", name="Send").click()
+    expect(answers.nth(0)).to_have_text("Turn 1: you said 'hello there'.")
+
+    page.get_by_role("navigation", name="Deployment").get_by_role("link", name="Details").click()
+    expect(page.locator("#status")).to_be_visible()
+    page.get_by_role("navigation", name="Deployment").get_by_role("link", name="Test").click()
+    expect(page.locator("#chat-window .bubble.user")).to_have_text(["hello there"])
+    expect(answers).to_have_text(["Turn 1: you said 'hello there'."])
+    expect(page.locator("#chat-window .turn-meta").first).to_contain_text("Deployment blue · status 200")
+
+    chat_input.fill("still here?")
+    page.get_by_role("button", name="Send").click()
+    expect(answers.nth(1)).to_have_text("Turn 2: you said 'still here?'.")  # the history came back too
+
+    page.get_by_role("button", name="Clear chat").click()
+    expect(answers).to_have_count(0)
+    page.reload()
+    expect(page.locator("#chat-empty")).to_be_visible()
+    expect(answers).to_have_count(0)

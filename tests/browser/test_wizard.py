@@ -61,7 +61,7 @@ def test_it_deploys_a_new_endpoint_with_defaults(signed_in, live_server, celery_
     expect(page.locator("#name-check")).to_have_text("ep-browser-new is available.")
     expect(page.get_by_label("Deployment name")).to_have_value("blue")
     _small_machine(page)
-    page.get_by_role("button", name="Review + Create").click()
+    page.get_by_role("button", name="Review + Create", exact=True).click()
 
     expect(page.get_by_role("heading", name="Review + Create")).to_be_visible()
     expect(page.get_by_text("Key-based authentication")).to_be_visible()
@@ -69,7 +69,13 @@ def test_it_deploys_a_new_endpoint_with_defaults(signed_in, live_server, celery_
 
     expect(page.get_by_role("heading", name="blue")).to_be_visible()
     expect(page.get_by_text("/endpoints/ep-browser-new/score")).to_be_visible()
+    expect(page.locator("#state-badge")).to_have_text("Creating")
+    expect(page.locator("#deployment-banner")).to_contain_text("Deployment blue is being created")
     _wait_succeeded(page)
+    # Without a reload, the header's badge, the banner and the traffic table followed the job to its end.
+    expect(page.locator("#state-badge")).to_have_text("Succeeded")
+    expect(page.locator("#deployment-banner")).to_have_count(0)
+    expect(page.get_by_label("Traffic for blue", exact=True)).to_have_value("100")
     response = _score(gateway_url, "ep-browser-new")
     assert response.status_code == 200
     assert response.json() == ANSWER
@@ -104,7 +110,7 @@ def test_it_adds_a_second_deployment_to_an_existing_endpoint(
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_role("heading", name="Advanced settings: Outputs & connections")).to_be_visible()
     expect(page.get_by_label("category (string)")).to_be_checked()
-    page.get_by_role("button", name="Review + Create").click()
+    page.get_by_role("button", name="Review + Create", exact=True).click()
     page.get_by_role("button", name="Create", exact=True).click()
 
     expect(page.get_by_role("heading", name="green")).to_be_visible()
@@ -129,10 +135,10 @@ def test_it_overwrites_an_existing_deployment_after_confirmation(
     page.get_by_label("Existing", exact=True).check()
     page.get_by_label("Existing endpoint").select_option("ep-browser-over")
     _small_machine(page)
-    page.get_by_role("button", name="Review + Create").click()
+    page.get_by_role("button", name="Review + Create", exact=True).click()
     expect(page.get_by_text("it will be overwritten with this configuration")).to_be_visible()
     page.get_by_label("Overwrite the existing deployment").check()
-    page.get_by_role("button", name="Review + Create").click()
+    page.get_by_role("button", name="Review + Create", exact=True).click()
 
     expect(page.get_by_text("Deployment blue on endpoint ep-browser-over will be overwritten")).to_be_visible()
     page.get_by_role("button", name="Create", exact=True).click()
@@ -143,3 +149,41 @@ def test_it_overwrites_an_existing_deployment_after_confirmation(
     response = _score(gateway_url, "ep-browser-over")
     assert response.status_code == 200
     assert response.json() == ANSWER
+
+
+def test_it_keeps_what_was_typed_on_back_and_on_the_step_list(signed_in, live_server, import_flow):
+    """Nothing is deployed: Back and the step list save the step as typed, and it is there on return."""
+    page = signed_in
+    version = import_flow("web-classification-offline")
+    _open_wizard(page, live_server, version)
+    page.get_by_label("Endpoint name", exact=True).fill("ep-browser-back")
+    _small_machine(page)
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_role("heading", name="Advanced settings: Endpoint")).to_be_visible()
+    page.get_by_label("Tags").fill("team=search")
+    page.get_by_role("button", name="Next").click()
+
+    expect(page.get_by_role("heading", name="Advanced settings: Deployment")).to_be_visible()
+    page.get_by_label("Tags").fill("owner=me")
+    page.get_by_label("Request timeout (ms)").fill("10")  # not valid: kept all the same
+    page.get_by_role("button", name="Back").click()
+    expect(page.get_by_role("heading", name="Advanced settings: Endpoint")).to_be_visible()
+    expect(page.get_by_label("Tags")).to_have_value("team=search")
+    page.get_by_label("Tags").fill("team=search\ncost=42")
+
+    steps = page.get_by_role("navigation", name="Wizard steps")
+    steps.get_by_role("button", name="3. Advanced settings: Deployment").click()
+    expect(page.get_by_role("heading", name="Advanced settings: Deployment")).to_be_visible()
+    expect(page.get_by_label("Tags")).to_have_value("owner=me")
+    expect(page.get_by_label("Request timeout (ms)")).to_have_value("10")
+    expect(page.get_by_text("Request timeout (ms) must be between 1000 and 3600000.")).to_be_visible()
+
+    steps.get_by_role("button", name="1. Basic settings").click()
+    expect(page.get_by_label("Endpoint name", exact=True)).to_have_value("ep-browser-back")
+    steps.get_by_role("button", name="2. Advanced settings: Endpoint").click()
+    expect(page.get_by_label("Tags")).to_have_value("team=search\ncost=42")
+
+    # Enter in a field means Next, not Back or a step of the list.
+    steps.get_by_role("button", name="1. Basic settings").click()
+    page.get_by_label("Deployment name").press("Enter")
+    expect(page.get_by_role("heading", name="Advanced settings: Endpoint")).to_be_visible()

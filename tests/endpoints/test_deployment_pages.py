@@ -1,6 +1,8 @@
 """The Deployments list and a deployment's Details tab: state, events, properties, polling only while busy,
 and the traffic, scale and delete actions (their Celery work is captured, not run: the browser tests run it)."""
 
+import re
+
 import pytest
 
 from endpoints import services
@@ -221,7 +223,7 @@ def test_it_sets_mirror_traffic_within_azures_rules(admin_client, green):
         "/endpoints/ep-pages/traffic/", {"deployment": "blue", "traffic-blue": "100", "mirror-green": "60"}
     )
     assert too_much.status_code == 422
-    assert "Mirror traffic is at most 50% (green)." in too_much.content.decode()
+    assert "Mirror traffic for green is at most 50%." in too_much.content.decode()
 
 
 # --- scale ------------------------------------------------------------------------------------
@@ -252,9 +254,9 @@ def test_it_refuses_a_scale_that_does_not_fit_or_is_not_a_number(admin_client, d
     settings.FLOWDEPLOY_MAX_INSTANCES = 3
     response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "5"})
     assert response.status_code == 422
-    assert "Instance count must be between 1 and 3." in response.content.decode()
+    assert "Instance count must be a whole number from 1 to 3." in response.content.decode()
     response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "many", "confirm": "1"})
-    assert "Instance count must be a whole number." in response.content.decode()
+    assert "Instance count must be a whole number from 1 to 3." in response.content.decode()
     deployment.refresh_from_db()
     assert (deployment.instance_count, deployment.state) == (1, DeploymentState.SUCCEEDED)
 
@@ -294,8 +296,22 @@ def test_it_deletes_a_deployment_as_a_long_job_with_its_notification(
 def test_it_refuses_to_delete_a_deployment_that_still_gets_traffic(admin_client, green):
     response = admin_client.post("/deployments/ep-pages/blue/delete/")
     assert response.status_code == 422
-    assert "blue still receives 100% of the traffic; move it to another deployment first." in response.content.decode()
+    assert "Deployment blue still receives 100% of the live traffic of endpoint ep-pages" in response.content.decode()
     assert Deployment.objects.get(name="blue").state == DeploymentState.SUCCEEDED
+
+
+def test_it_says_up_front_that_a_deployment_with_traffic_cannot_be_deleted(admin_client, green):
+    """As on Azure: the confirmation says why and what to do, and offers no Delete button."""
+    response = admin_client.get("/deployments/ep-pages/blue/delete/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Deployment blue still receives 100% of the live traffic of endpoint ep-pages" in html
+    assert "a deployment with traffic cannot be deleted. Set its traffic to 0% first" in html
+    assert 'href="/deployments/ep-pages/blue/#traffic"' in html
+    assert ">Delete deployment</button>" not in html
+    assert "This cannot be undone" not in html
+    # green has no traffic: its confirmation has the button
+    assert ">Delete deployment</button>" in admin_client.get("/deployments/ep-pages/green/delete/").content.decode()
 
 
 def test_it_confirms_and_deletes_an_endpoint(admin_client, green, django_capture_on_commit_callbacks):
@@ -329,3 +345,150 @@ def test_it_shows_the_latest_events_and_says_where_the_rest_are(admin_client, de
     assert "restart 59" in html
     assert "restart 9)" not in html
     assert html.index("restart 58") < html.index("restart 59")
+
+
+# --- the page follows a running job (issue 10, 1) ---------------------------------------------
+
+
+def _poll(client, url="/deployments/ep-pages/blue/", **params):
+    return client.get(url, params, HTTP_HX_REQUEST="true").content.decode()
+
+
+def test_it_refreshes_header_badge_banner_and_traffic_with_each_poll_while_busy(admin_client, deployment):
+    page = admin_client.get("/deployments/ep-pages/blue/").content.decode()
+    assert '<span class="badge creating" id="state-badge">Creating</span>' in page
+    assert "Deployment blue is being created (Queued)." in page
+    seen = re.search(r'id="traffic-seen" name="traffic_seen" value="(\w+)"', page).group(1)
+    scale_seen = re.search(r'id="scale-seen" name="scale_seen" value="([\w-]+)"', page).group(1)
+    assert 'hx-include="#traffic-seen, #scale-seen"' in page
+
+    # Nothing changed: the header comes along (it is small), traffic and scale do not.
+    fragment = _poll(admin_client, traffic_seen=seen, scale_seen=scale_seen)
+    assert fragment.strip().startswith('<div id="status"')
+    assert (
+        '<div id="deployment-head" class="deployment-head" data-state="Creating" hx-swap-oob="outerHTML">' in fragment
+    )
+    assert 'id="traffic"' not in fragment
+    assert 'id="scale"' not in fragment
+
+    # The job ends: the first deployment got all the traffic.
+    _succeed(deployment)
+    fragment = _poll(admin_client, traffic_seen=seen, scale_seen=scale_seen)
+    assert "hx-trigger" not in fragment  # final: no more polling
+    assert '<span class="badge succeeded" id="state-badge">Succeeded</span>' in fragment
+    assert 'id="deployment-banner"' not in fragment
+    assert '<section class="card" id="traffic" data-keep-edits hx-swap-oob="outerHTML">' in fragment
+    assert 'aria-label="Traffic for blue" value="100"' in fragment
+    assert '<section class="card" id="scale" data-keep-edits hx-swap-oob="outerHTML">' in fragment
+    scale = fragment[fragment.index('id="scale"') :]
+    assert 'id="instance-count-input" name="instance_count"' in scale
+    assert " disabled" not in scale[: scale.index("</form>")]  # Scale is offered again
+
+
+def test_it_refreshes_the_header_of_the_other_tabs_until_final(admin_client, deployment):
+    page = admin_client.get("/deployments/ep-pages/blue/test/").content.decode()
+    assert 'hx-get="/deployments/ep-pages/blue/?part=head&amp;tab=test" hx-trigger="every 1s"' in page
+    assert "Deployment blue is being created" in page
+    Deployment.objects.filter(pk=deployment.pk).update(phase="BuildingEnvironment")
+    head = _poll(admin_client, part="head", tab="test")
+    assert head.strip().startswith('<div id="deployment-head"')
+    assert "(BuildingEnvironment)" in head
+    assert "every 1s" in head
+    _succeed(deployment)
+    head = _poll(admin_client, part="head", tab="test")
+    assert '<span class="badge succeeded" id="state-badge">Succeeded</span>' in head
+    assert "hx-trigger" not in head
+    assert 'id="deployment-banner"' not in head
+
+
+def test_it_shows_an_update_as_updating_then_its_end(admin_client, deployment, django_capture_on_commit_callbacks):
+    _succeed(deployment)
+    with django_capture_on_commit_callbacks(execute=False):
+        admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": "2", "confirm": "1"})
+    page = admin_client.get("/deployments/ep-pages/blue/").content.decode()
+    assert '<span class="badge updating" id="state-badge">Updating</span>' in page
+    assert "Deployment blue is being updated (Queued)." in page
+    assert 'id="instance-count-input" name="instance_count" min="1" max="20" step="1" value="2" disabled' in page
+    _succeed(deployment)
+    fragment = _poll(admin_client, scale_seen="Updating-2")
+    assert '<span class="badge succeeded" id="state-badge">Succeeded</span>' in fragment
+    assert 'id="scale" data-keep-edits hx-swap-oob="outerHTML"' in fragment
+
+
+# --- Deleting shows once (issue 10, 10) ---------------------------------------------------------
+
+
+def test_it_shows_deleting_once(admin_client, green, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        admin_client.post("/endpoints/ep-pages/delete/")
+    html = admin_client.get("/deployments/").content.decode()
+    assert "Deleting Deleting" not in " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert '<span class="badge deleting">Deleting</span></td>' in html
+    page = admin_client.get("/deployments/ep-pages/green/").content.decode()
+    assert 'id="provisioning-phase"' not in page
+    assert "Deployment green is being deleted." in page
+
+
+# --- every field's error at once, beside its field (issue 10, 6) --------------------------------
+
+
+def test_it_shows_every_traffic_error_beside_its_field(admin_client, green):
+    response = admin_client.post(
+        "/endpoints/ep-pages/traffic/",
+        {
+            "deployment": "blue",
+            "traffic-blue": "lots",
+            "traffic-green": "150",
+            "mirror-blue": "x",
+            "mirror-green": "60",
+        },
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 422
+    html = response.content.decode()
+    for field, message in (
+        ("traffic-blue", "Traffic for blue must be a whole number of percent, not &#x27;lots&#x27;."),
+        ("traffic-green", "Traffic for green must be between 0 and 100%."),
+        ("mirror-blue", "Mirror traffic for blue must be a whole number of percent, not &#x27;x&#x27;."),
+        ("mirror-green", "Mirror traffic for green is at most 50%."),
+    ):
+        assert f'aria-describedby="{field}-error"' in html, field
+        assert f'<div class="error field-error" id="{field}-error">{message}</div>' in html, field
+    assert 'value="lots"' in html and 'value="150"' in html  # what was typed stays
+
+
+def test_it_puts_the_sum_under_the_table_and_a_mirror_conflict_beside_its_field(admin_client, green):
+    response = admin_client.post(
+        "/endpoints/ep-pages/traffic/",
+        {"deployment": "blue", "traffic-blue": "60", "traffic-green": "30", "mirror-green": "10"},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert '<p class="error" role="alert">Traffic must add up to 100%, not 90%.</p>' in html
+    response = admin_client.post(
+        "/endpoints/ep-pages/traffic/",
+        {"deployment": "blue", "traffic-blue": "50", "traffic-green": "50", "mirror-green": "10"},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert 'id="mirror-green-error">green receives live traffic; it cannot also get mirror traffic.</div>' in html
+
+
+# --- Scale: one instance-count rule, its error where the user is (issue 10, 4 and 8) -----------
+
+
+@pytest.mark.parametrize("typed", ["0", "-1", "2.5", "", "21", "100", "two"])
+def test_it_refuses_every_bad_scale_count_with_the_same_message_beside_the_field(admin_client, deployment, typed):
+    _succeed(deployment)
+    response = admin_client.post("/deployments/ep-pages/blue/scale/", {"instance_count": typed})
+    assert response.status_code == 422
+    html = response.content.decode()
+    field = html[
+        html.index('id="instance-count-input"') : html.index("</form>", html.index('id="instance-count-input"'))
+    ]
+    assert 'aria-invalid="true" aria-describedby="scale-error" autofocus' in field
+    assert (
+        '<p class="error field-error" role="alert" id="scale-error" data-scroll-into-view>'
+        "Instance count must be a whole number from 1 to 20.</p>"
+    ) in field
+    assert Deployment.objects.get(pk=deployment.pk).instance_count == 1

@@ -224,4 +224,11 @@ def test_it_leads_a_used_draft_to_its_deployment(deployer_client, draft, django_
 def test_it_answers_404_for_an_unknown_flow_version(deployer_client):
     assert deployer_client.post("/deployments/new/", {"flow_version": "nope"}).status_code == 404
     assert deployer_client.post("/deployments/new/", {"flow_version": "999"}).status_code == 404
-    assert deployer_client.get("/deployments/new/").status_code == 405
+    assert deployer_client.put("/deployments/new/").status_code == 405
+
+
+def test_it_lists_the_flows_to_deploy_when_opened_without_one(deployer_client, flow_version):
+    html = deployer_client.get("/deployments/new/").content.decode()
+    assert "<h1>Deploy a flow</h1>" in html
+    assert f'name="flow_version" value="{flow_version.pk}"' in html
+    assert 'name="endpoint"' not in html

@@ -1,5 +1,7 @@
 """The wizard steps: each field's validation message, the live htmx fragments and the full pages."""
 
+import re
+
 import pytest
 
 from endpoints import services
@@ -21,6 +23,13 @@ def _post(client, draft, step, data, **extra):
     return client.post(draft.step_url(step), data, **extra)
 
 
+def _field_block(html: str, name: str) -> str:
+    """A field's own block of the page (label, input, help, errors)."""
+    found = re.search(rf'<div class="field" id="field-{name}">.*?\n</div>', html, re.S)
+    assert found, f"no field {name}"
+    return found.group(0)
+
+
 def test_it_shows_basic_settings_with_the_labels_of_azure(deployer_client, draft):
     html = deployer_client.get(draft.step_url("basic")).content.decode()
     for label in ("Endpoint", "New", "Existing", "Endpoint name", "Deployment name", "Virtual machine"):
@@ -40,8 +49,11 @@ def test_it_shows_basic_settings_with_the_labels_of_azure(deployer_client, draft
         ({"deployment_name": "x"}, "Deployment name must be 3 to 32 characters"),
         ({"deployment_name": ""}, "This field is required."),
         ({"endpoint_mode": "existing"}, "Choose an existing endpoint."),
-        ({"instance_count": "0"}, "Ensure this value is greater than or equal to 1."),
-        ({"instance_count": "999"}, "Instance count must be between 1 and 20."),
+        ({"instance_count": "0"}, "Instance count must be a whole number from 1 to 20."),
+        ({"instance_count": "-1"}, "Instance count must be a whole number from 1 to 20."),
+        ({"instance_count": "2.5"}, "Instance count must be a whole number from 1 to 20."),
+        ({"instance_count": ""}, "Instance count must be a whole number from 1 to 20."),
+        ({"instance_count": "100"}, "Instance count must be a whole number from 1 to 20."),
         ({"vm_size": "Standard_Huge"}, "Select a valid choice."),
     ],
 )
@@ -270,3 +282,115 @@ def test_it_refuses_to_overwrite_a_busy_deployment(
     assert response.status_code == 400
     assert "Deployment blue is creating; wait until it finishes." in response.content.decode()
     assert Endpoint.objects.count() == 1
+
+
+# --- issue 10: nothing lost, one rule, every error at once ---------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["0", "-1", "2.5", "", "21"])
+def test_it_refuses_a_bad_count_in_the_live_capacity_line_with_the_same_message(deployer_client, draft, typed):
+    headers = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TRIGGER_NAME": "instance_count"}
+    html = deployer_client.get(
+        draft.step_url("basic"), {"vm_size": "Standard_DS1_v2", "instance_count": typed}, **headers
+    ).content.decode()
+    assert '<div class="error" id="capacity-error">Instance count must be a whole number from 1 to 20.</div>' in html
+    assert "Needs" not in html
+
+
+def test_it_refuses_an_endpoint_name_that_differs_only_in_case(deployer_client, draft):
+    services.create_endpoint("My-Ep")
+    response = _post(deployer_client, draft, "basic", {**BASIC, "endpoint_name": "my-ep", "go": "next"})
+    assert response.status_code == 400
+    message = "Endpoint name my-ep is already taken by endpoint My-Ep: endpoint names are case-insensitive."
+    assert message in response.content.decode()
+    headers = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TRIGGER_NAME": "endpoint_name"}
+    live = deployer_client.get(draft.step_url("basic"), {"endpoint_name": "MY-EP"}, **headers).content.decode()
+    assert "Endpoint name MY-EP is already taken by endpoint My-Ep" in live
+
+
+def test_it_shows_every_basic_fields_error_at_once(deployer_client, draft):
+    data = {**BASIC, "endpoint_name": "1-bad", "deployment_name": "x", "instance_count": "0", "go": "next"}
+    html = _post(deployer_client, draft, "basic", data).content.decode()
+    for field, message in (
+        ("endpoint_name", "Endpoint name must be 3 to 32 characters"),
+        ("deployment_name", "Deployment name must be 3 to 32 characters"),
+        ("instance_count", "Instance count must be a whole number from 1 to 20."),
+    ):
+        assert message in _field_block(html, field), field
+
+
+def test_it_shows_every_deployment_fields_error_at_once(deployer_client, draft):
+    _post(deployer_client, draft, "basic", {**BASIC, "go": "next"})
+    response = _post(
+        deployer_client,
+        draft,
+        "deployment",
+        {"request_timeout_ms": "10", "max_concurrent_requests_per_instance": "0", "tags": "oops", "go": "next"},
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    for field, message in (
+        ("request_timeout_ms", "Request timeout (ms) must be between 1000 and 3600000."),
+        ("max_concurrent_requests_per_instance", "Max concurrent requests per instance must be between 1 and 1000."),
+        ("tags", "Line 1: write each tag as key=value."),
+    ):
+        assert message in _field_block(html, field), field
+
+
+def test_it_keeps_what_was_typed_when_going_back(deployer_client, draft):
+    """Back saves the step as typed, valid or not, and the step shows it again (with its errors)."""
+    _post(deployer_client, draft, "basic", {**BASIC, "go": "next"})
+    typed = {"tags": "team=search", "request_timeout_ms": "10", "max_concurrent_requests_per_instance": "4"}
+    response = _post(deployer_client, draft, "deployment", {**typed, "go": "back"})
+    assert response.status_code == 302
+    assert response["Location"] == draft.step_url("endpoint")
+    draft.refresh_from_db()
+    assert draft.raw("deployment") == {k: [v] for k, v in typed.items()}
+    page = deployer_client.get(draft.step_url("deployment")).content.decode()
+    assert "team=search</textarea>" in page
+    assert 'name="request_timeout_ms" value="10"' in page
+    assert 'name="max_concurrent_requests_per_instance" value="4"' in page
+    assert "Request timeout (ms) must be between 1000 and 3600000." in page
+
+
+def test_it_keeps_what_was_typed_when_leaving_by_the_step_list(deployer_client, draft):
+    html = deployer_client.get(draft.step_url("basic")).content.decode()
+    assert '<button type="submit" form="wizard-form" name="go" value="step:outputs"' in html
+    assert '<form method="post" novalidate class="wizard-form" id="wizard-form">' in html
+    response = _post(
+        deployer_client,
+        draft,
+        "basic",
+        {**BASIC, "endpoint_name": "ep-half", "instance_count": "", "go": "step:deployment"},
+    )
+    assert response["Location"] == draft.step_url("deployment")
+    page = deployer_client.get(draft.step_url("basic")).content.decode()
+    assert 'value="ep-half"' in page
+    assert "Instance count must be a whole number from 1 to 20." in page  # shown again, with its problem
+    review = deployer_client.get(draft.step_url("review")).content.decode()
+    assert "This step needs attention" in review
+
+
+def test_it_makes_enter_in_a_field_mean_next(deployer_client, draft):
+    """The form's first submit button is a hidden Next; Back and the step list come after it in the page."""
+    _post(deployer_client, draft, "basic", {**BASIC, "go": "next"})
+    html = deployer_client.get(draft.step_url("deployment")).content.decode()
+    form = html[html.index('id="wizard-form"') :]
+    first = form[form.index("<button") : form.index("</button>")]
+    assert 'name="go" value="next"' in first
+    assert html.index('id="wizard-form"') < html.index('value="step:basic"')
+    assert '<button type="submit" name="go" value="back">Back</button>' in html
+
+
+def test_it_shows_a_connection_problem_beside_its_connection(deployer_client, import_flow):
+    from wizard.models import DeploymentDraft
+
+    version = import_flow("chat-basic")
+    deployer_client.post("/deployments/new/", {"flow_version": version.pk})
+    draft = DeploymentDraft.objects.get()
+    _post(deployer_client, draft, "basic", {**BASIC, "go": "next"})
+    response = _post(deployer_client, draft, "outputs", {"selected_outputs": list(version.outputs), "go": "review"})
+    html = response.content.decode()
+    field = html[html.index('name="connection__open_ai_connection"') :]
+    field = field[: field.index('<div class="field">') if '<div class="field">' in field else None]
+    assert "Connection &#x27;open_ai_connection&#x27; (used by node" in field

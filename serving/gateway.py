@@ -16,6 +16,11 @@ Routes (DESIGN.md, Contracts):
   (same authentication as scoring).
 - `GET /health`: 200 once the routing data is loaded, 503 before.
 
+Inference data collection (serving/collector.py): for a deployment whose routing document has
+`data_collection: true`, a sample of the requests forwarded to an instance is recorded (inputs, the answer
+the client got, request id, time, status) and handed to a bounded queue that a writer thread empties into
+hourly JSONL files; a full queue drops and counts, it never slows or fails a request.
+
 Routing data comes from Redis only (serving/gateway_sync.py keeps an in-memory copy); the request
 path makes no Redis call, logs nothing below WARNING and reuses pooled keep-alive connections to the
 instances (serving/upstream.py).
@@ -28,13 +33,17 @@ Settings, from the environment only: REDIS_URL (default redis://127.0.0.1:6379/0
 FLOWDEPLOY_SECRET_KEY or DJANGO_SECRET_KEY (token signing and routing signatures, see serving/auth.py),
 FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES (default 5 MB, for deployments that do not set max_body_bytes),
 FLOWDEPLOY_GATEWAY_BODY_TIMEOUT (default 30 s: a request body must arrive within it, or 408),
-FLOWDEPLOY_GATEWAY_ACCESS_LOG (default false: uvicorn's per-request access log is switched off) and
-FLOWDEPLOY_LOG_LEVEL (default INFO).
+FLOWDEPLOY_GATEWAY_ACCESS_LOG (default false: uvicorn's per-request access log is switched off),
+FLOWDEPLOY_LOG_LEVEL (default INFO), and for data collection FLOWDEPLOY_DATA_COLLECTION_DIR (default
+<FLOWDEPLOY_DATA_DIR or ./var>/data-collection), FLOWDEPLOY_DATA_COLLECTION_QUEUE_RECORDS (default 10000),
+FLOWDEPLOY_DATA_COLLECTION_QUEUE_BYTES (default 64 MiB) and FLOWDEPLOY_DATA_COLLECTION_MAX_OUTPUT_BYTES
+(default 1 MiB: a longer answer is collected cut off, marked `truncated`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -43,8 +52,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from json.scanner import make_scanner
+from pathlib import Path
 from typing import Any
 
+from serving import collector as collection
 from serving.auth import routing_key, signing_key
 from serving.gateway_errors import JSON_HEADER, error_body, upstream_error
 from serving.gateway_routes import Deployment, Endpoint, Instance, RouteTable
@@ -144,6 +155,7 @@ class Gateway:
         self.pool: UpstreamPool | None = None
         self.signing_key = b""
         self.body_timeout = DEFAULT_BODY_TIMEOUT_S
+        self.collector = collection.Collector(Path())  # replaced, with its settings, on startup
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._starting: asyncio.Lock | None = None
@@ -175,15 +187,27 @@ class Gateway:
 
     async def startup(self) -> None:
         _configure_logging()
-        self.table = RouteTable(env_int("FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+        self.collector = collection.Collector(
+            collection.collection_dir(),
+            max_records=env_int("FLOWDEPLOY_DATA_COLLECTION_QUEUE_RECORDS", collection.DEFAULT_QUEUE_RECORDS),
+            max_bytes=env_int("FLOWDEPLOY_DATA_COLLECTION_QUEUE_BYTES", collection.DEFAULT_QUEUE_BYTES),
+            max_output_bytes=env_int(
+                "FLOWDEPLOY_DATA_COLLECTION_MAX_OUTPUT_BYTES", collection.DEFAULT_MAX_OUTPUT_BYTES
+            ),
+        )
+        max_body = env_int("FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+        self.table = collection.CollectingRouteTable(self.collector, max_body)
         self.body_timeout = env_seconds("FLOWDEPLOY_GATEWAY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S)
         self.signing_key = signing_key()
         redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-        self.sync = RouteSync(self.table, redis_url, routing_key())
+        key = routing_key()
+        self.sync = RouteSync(self.table, redis_url, key)
         self.pool = UpstreamPool(keepalive=UPSTREAM_KEEPALIVE_S)
+        self.collector.start()
         self._tasks = [
             asyncio.ensure_future(self.sync.run()),
             asyncio.ensure_future(self.sync.write_inflight()),
+            asyncio.ensure_future(self.collector.maintain(self.sync.client, key)),
         ]
 
     async def shutdown(self) -> None:
@@ -193,7 +217,11 @@ class Gateway:
         self._tasks = []
         for instance in self.table.instances():
             instance.origin.close_idle()
+        # What is queued is written (for a few seconds at most: the writer may be stuck), then the last counts go.
+        await asyncio.to_thread(self.collector.stop)
         if self.sync is not None:
+            with contextlib.suppress(Exception):
+                await self.collector.report(self.sync.client)
             await self.sync.close()
 
     async def _start_once(self) -> None:
@@ -310,25 +338,35 @@ class Gateway:
                 if mirror is not deployment and random.random() < fraction:
                     self._spawn(self._mirror(mirror, tail))
 
-        for _attempt in range(len(deployment.instances)):
-            instance.inflight += 1
-            self.table.dirty.add(instance)
-            try:
-                await self._forward(receive, send, deployment, instance, tail, request_id)
-                return
-            except UpstreamConnectError:
-                # The instance is gone (crashed, or stopped before the routing caught up). Nothing was
-                # sent, so another instance can take the request; skip this one until the control
-                # plane republishes the routing.
-                instance.down_until = time.monotonic() + INSTANCE_DOWN_SECONDS
-            finally:
-                instance.inflight -= 1
+        capture = None
+        sampling = self.collector.sampling
+        if sampling:  # some deployment collects: is this request one to record?
+            rate = sampling.get(deployment)
+            if rate is not None and (rate >= 1.0 or random.random() < rate):
+                send = capture = collection.Capture(send, self.collector.max_output_bytes)
+        try:
+            for _attempt in range(len(deployment.instances)):
+                instance.inflight += 1
                 self.table.dirty.add(instance)
-            instance = deployment.pick_instance()
-            if instance is None:
-                break
-        message = f"No healthy instance: every instance of deployment '{deployment.name}' refused the connection."
-        await self._error(send, 503, "NoHealthyInstance", message, request_id, deployment)
+                try:
+                    await self._forward(receive, send, deployment, instance, tail, request_id)
+                    return
+                except UpstreamConnectError:
+                    # The instance is gone (crashed, or stopped before the routing caught up). Nothing was
+                    # sent, so another instance can take the request; skip this one until the control
+                    # plane republishes the routing.
+                    instance.down_until = time.monotonic() + INSTANCE_DOWN_SECONDS
+                finally:
+                    instance.inflight -= 1
+                    self.table.dirty.add(instance)
+                instance = deployment.pick_instance()
+                if instance is None:
+                    break
+            message = f"No healthy instance: every instance of deployment '{deployment.name}' refused the connection."
+            await self._error(send, 503, "NoHealthyInstance", message, request_id, deployment)
+        finally:
+            if capture is not None:  # after the answer went out: a few appends, no I/O
+                self.collector.offer(endpoint.name, deployment.name, request_id, body, capture)
 
     async def _too_many(self, send: Send, deployment: Deployment, request_id: bytes) -> None:
         message = (

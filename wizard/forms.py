@@ -14,6 +14,7 @@ from endpoints import capacity, services, sizes
 from endpoints.connections import connection_problems
 from endpoints.models import AuthType, Deployment, Endpoint, IdentityType, check_name
 from flows.models import FlowVersion
+from monitoring.services import clean_policy as collection_policy
 from workspace.connections import connection_type_names
 
 HIGH_AVAILABILITY = "For high availability, we recommend that you set the value to at least 3"
@@ -106,6 +107,8 @@ class BasicForm(StepForm):
     vm_size = forms.ChoiceField(label="Virtual machine", initial=sizes.DEFAULT_SIZE)
     instance_count = InstanceCountField(label="Instance count", initial=1)
     data_collection = forms.BooleanField(label="Inference data collection", required=False)
+    sampling_percent = forms.FloatField(label="Sampling rate (%)", initial=100, required=False)
+    retention_days = forms.IntegerField(label="Retention (days)", initial=30, required=False)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -153,7 +156,20 @@ class BasicForm(StepForm):
             self._check_overwrite(deployment_name, data.get("confirm_overwrite"))
         if data.get("vm_size") and data.get("instance_count"):
             self._check_capacity(data["vm_size"], data["instance_count"])
+        if data.get("data_collection"):
+            self._check_collection_policy(data)
         return data
+
+    def _check_collection_policy(self, data: dict) -> None:
+        sampling, retention = data.get("sampling_percent"), data.get("retention_days")
+        try:
+            data["sampling_percent"], data["retention_days"] = collection_policy(
+                100 if sampling is None else sampling, 30 if retention is None else retention
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                if field not in self.errors:
+                    self.add_error(field, messages)
 
     def _check_new_endpoint(self, name: str) -> None:
         problem = endpoint_name_problem(name)
@@ -251,7 +267,6 @@ class DeploymentForm(StepForm):
         label="Max concurrent requests per instance",
         initial=services.DEPLOYMENT_DEFAULTS["max_concurrent_requests_per_instance"],
     )
-    app_insights_enabled = forms.BooleanField(label="Application Insights diagnostics", required=False)
 
     def clean(self):
         data = super().clean()

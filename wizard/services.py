@@ -8,6 +8,7 @@ from django.db import transaction
 
 from endpoints import services
 from endpoints.models import Deployment, DeploymentState, Endpoint
+from monitoring import services as collection
 from wizard.forms import StepForm, all_forms
 from wizard.models import DeploymentDraft
 from workspace import notifications
@@ -19,13 +20,14 @@ FIELD_STEPS = {
     "vm_size": "basic",
     "instance_count": "basic",
     "data_collection": "basic",
+    "sampling_percent": "basic",
+    "retention_days": "basic",
     "auth_type": "endpoint",
     "identity_type": "endpoint",
     "user_assigned_identity": "endpoint",
     "tags": "deployment",
     "request_timeout_ms": "deployment",
     "max_concurrent_requests_per_instance": "deployment",
-    "app_insights_enabled": "deployment",
     "environment_variables": "deployment",
     "selected_outputs": "outputs",
     "connection_overrides": "outputs",
@@ -91,7 +93,7 @@ def _create_rows(draft: DeploymentDraft, user) -> Deployment:
         endpoint = Endpoint.objects.select_for_update().get(pk=forms["basic"].endpoint.pk)
     deployment_settings = forms["deployment"].cleaned_data
     outputs = forms["outputs"]
-    return services.create_or_update_deployment(
+    deployment = services.create_or_update_deployment(
         endpoint,
         basic["deployment_name"],
         draft.flow_version,
@@ -102,7 +104,11 @@ def _create_rows(draft: DeploymentDraft, user) -> Deployment:
         tags=deployment_settings["tags"],
         request_timeout_ms=deployment_settings["request_timeout_ms"],
         max_concurrent_requests_per_instance=deployment_settings["max_concurrent_requests_per_instance"],
-        app_insights_enabled=deployment_settings["app_insights_enabled"],
         selected_outputs=outputs.cleaned_data["selected_outputs"],
         connection_overrides=outputs.overrides(),
     )
+    if basic["data_collection"]:
+        collection.set_policy(
+            endpoint.name, deployment.name, basic["sampling_percent"], basic["retention_days"], user=user
+        )
+    return deployment

@@ -23,6 +23,7 @@ from endpoints.views.common import (
     page_context,
     require,
 )
+from monitoring import services as collection
 from workspace import notifications
 
 
@@ -60,6 +61,7 @@ def _details_context(request, deployment: Deployment, **extra) -> dict:
         traffic_signature=details_info.traffic_signature(endpoint),
         scale_signature=_scale_signature(deployment),
         max_instances=settings.FLOWDEPLOY_MAX_INSTANCES,
+        collection_policy=collection.policy_for(endpoint.name, deployment.name),
         **extra,
     )
     context.setdefault("instance_count", deployment.instance_count)

@@ -78,7 +78,6 @@ def test_it_creates_with_the_advanced_settings(deployer_client, draft, django_ca
             "tags": "b=2",
             "request_timeout_ms": "5000",
             "max_concurrent_requests_per_instance": "3",
-            "app_insights_enabled": "on",
         },
     )
     deployer_client.post(draft.step_url("outputs"), {"selected_outputs": ["category"]})
@@ -95,8 +94,41 @@ def test_it_creates_with_the_advanced_settings(deployer_client, draft, django_ca
     deployment = Deployment.objects.get()
     assert deployment.tags == {"b": "2"}
     assert (deployment.request_timeout_ms, deployment.max_concurrent_requests_per_instance) == (5000, 3)
-    assert deployment.app_insights_enabled is True
     assert deployment.selected_outputs == ["category"]
+
+
+def test_it_leaves_out_application_insights_until_tracing_is_real(deployer_client, draft):
+    """A switch that does nothing is not shown: tracing comes with the monitoring issue."""
+    _basic(deployer_client, draft)
+    page = deployer_client.get(draft.step_url("deployment")).content.decode()
+    assert "Application Insights" not in page
+
+
+def test_it_saves_the_data_collection_policy_with_the_deployment(
+    deployer_client, draft, django_capture_on_commit_callbacks
+):
+    from monitoring.services import policy_for
+
+    _basic(deployer_client, draft, data_collection="on", sampling_percent="25", retention_days="7")
+    review = deployer_client.get(draft.step_url("review")).content.decode()
+    assert "On: 25% of requests, kept 7 days" in review
+    with django_capture_on_commit_callbacks(execute=False):
+        deployer_client.post(draft.step_url("review"))
+    deployment = Deployment.objects.get()
+    assert deployment.data_collection is True
+    policy = policy_for("ep-wizard", "blue")
+    assert (policy.sampling_percent, policy.retention_days) == (25, 7)
+
+
+def test_it_refuses_a_sampling_rate_out_of_range_beside_its_field(deployer_client, draft):
+    response = deployer_client.post(
+        draft.step_url("basic"),
+        {**BASIC, "go": "review", "data_collection": "on", "sampling_percent": "0", "retention_days": "0"},
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Sampling rate must be a percentage from 0.01 to 100." in page
+    assert "Retention must be a whole number of days from 1 to 3650." in page
 
 
 def test_it_creates_only_once_on_a_double_submit(deployer_client, draft, django_capture_on_commit_callbacks):

@@ -6,6 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -64,6 +65,8 @@ class Endpoint(models.Model):
     keys_encrypted = models.TextField(blank=True, editable=False)
     routing_version = models.PositiveBigIntegerField(default=0)
     deleting = models.BooleanField(default=False)
+    # The "Delete endpoint" notification the deletion finishes, whoever runs it (a resumed deletion too).
+    deletion_notification_id = models.BigIntegerField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -115,7 +118,10 @@ class Phase(models.TextChoices):
 
 
 ACTIVE_STATES = (DeploymentState.CREATING, DeploymentState.UPDATING, DeploymentState.DELETING)
+JOB_STATES = (DeploymentState.CREATING, DeploymentState.UPDATING)
 HEARTBEAT_STALE_AFTER = timedelta(minutes=10)
+# Who may hold a deployment's claim (Deployment.claimed_by is "<kind>:<random>").
+PROVISIONING, DELETION, REAPER = "provision", "delete", "reaper"
 
 
 class Deployment(models.Model):
@@ -139,6 +145,11 @@ class Deployment(models.Model):
     live_generation = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
+    # Who starts and stops this deployment's processes now: a provisioning job, a deletion or the reaper
+    # ("<kind>:<random>"), or nobody (""). The holder keeps heartbeat_at fresh; a stale claim may be taken over.
+    claimed_by = models.CharField(max_length=64, blank=True, editable=False)
+    # The "Delete deployment" notification the deletion finishes, whoever runs it (a resumed deletion too).
+    deletion_notification_id = models.BigIntegerField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -175,6 +186,80 @@ class Deployment(models.Model):
 
     def event(self, message: str, level: str = "info") -> None:
         DeploymentEvent.objects.create(deployment=self, phase=self.phase, message=message, level=level)
+
+    # --- the claim: who starts and stops this deployment's processes now ---------------------------
+    # Every write of a job's state is a conditional update on its claim, so a provisioning job, a deletion
+    # and the reaper never act on the same deployment at once, and none overwrites another's final state.
+    # docs/reliability.md tells the whole protocol.
+
+    @staticmethod
+    def new_holder(kind: str) -> str:
+        return f"{kind}:{uuid.uuid4().hex}"
+
+    @classmethod
+    def claim_for_provisioning(cls, pk: int, holder: str) -> bool:
+        """A provisioning job takes the deployment: a queued one, or one whose holder stopped beating.
+
+        A deployment being deleted is taken only from a provisioning job that died: the job runs again,
+        sees Deleting at once, stops what it started and hands over to the deletion.
+        """
+        now = timezone.now()
+        stale = Q(heartbeat_at__lt=now - HEARTBEAT_STALE_AFTER)
+        queued = Q(phase=Phase.QUEUED, claimed_by="")
+        ours = Q(state__in=JOB_STATES) & (queued | stale)
+        dead_job = Q(state=DeploymentState.DELETING, claimed_by__startswith=f"{PROVISIONING}:") & stale
+        claimable = cls.objects.filter(ours | dead_job, pk=pk)
+        return claimable.update(claimed_by=holder, heartbeat_at=now) == 1
+
+    @classmethod
+    def claim_for_deletion(cls, pk: int, holder: str) -> bool:
+        """A deletion takes a deployment being deleted once nobody else holds it, or its holder stopped beating."""
+        now = timezone.now()
+        free = Q(claimed_by="") | Q(claimed_by=holder) | Q(heartbeat_at__lt=now - HEARTBEAT_STALE_AFTER)
+        taken = cls.objects.filter(free, pk=pk, state=DeploymentState.DELETING)
+        return taken.update(claimed_by=holder, heartbeat_at=now) == 1
+
+    @classmethod
+    def claim_stale_job(cls, pk: int, seen_holder: str, holder: str, reason: str) -> bool:
+        """The reaper fails a job whose heartbeat went stale, unless the job beat or ended meanwhile."""
+        now = timezone.now()
+        stale = cls.objects.filter(
+            pk=pk, state__in=JOB_STATES, claimed_by=seen_holder, heartbeat_at__lt=now - HEARTBEAT_STALE_AFTER
+        ).exclude(phase=Phase.QUEUED)
+        fields = {"state": DeploymentState.FAILED, "phase": Phase.FAILED, "failure_reason": reason}
+        return stale.update(**fields, claimed_by=holder, heartbeat_at=now, updated_at=now) == 1
+
+    def keep_claim(self, holder: str) -> str | None:
+        """Beat the holder's heartbeat: the deployment's state, or None when the holder lost the claim."""
+        if not Deployment.objects.filter(pk=self.pk, claimed_by=holder).update(heartbeat_at=timezone.now()):
+            return None
+        return Deployment.objects.filter(pk=self.pk).values_list("state", flat=True).first()
+
+    def advance(self, holder: str, phase: str, message: str) -> bool:
+        """A job's next phase, written only while it holds the claim and the deployment is not being deleted."""
+        now = timezone.now()
+        held = Deployment.objects.filter(pk=self.pk, claimed_by=holder, state__in=JOB_STATES)
+        if not held.update(phase=phase, heartbeat_at=now, updated_at=now):
+            return False
+        self.phase = phase
+        DeploymentEvent.objects.create(deployment=self, phase=phase, message=message)
+        return True
+
+    def finish(self, holder: str, state: str, message: str, level: str = "info", **fields) -> bool:
+        """A job's final state (Succeeded or Failed), written only by the holder of a job not being deleted.
+
+        Whichever of the job and the reaper writes a final state first wins; the other's write matches no row.
+        """
+        now = timezone.now()
+        held = Deployment.objects.filter(pk=self.pk, claimed_by=holder, state__in=JOB_STATES)
+        if not held.update(state=state, phase=state, claimed_by="", heartbeat_at=now, updated_at=now, **fields):
+            return False
+        self.state = self.phase = state
+        DeploymentEvent.objects.create(deployment=self, phase=state, message=message, level=level)
+        return True
+
+    def release(self, holder: str) -> bool:
+        return Deployment.objects.filter(pk=self.pk, claimed_by=holder).update(claimed_by="") == 1
 
     def instances_dir(self) -> Path:
         return Path(settings.FLOWDEPLOY_DEPLOYMENTS_DIR) / self.endpoint.name / self.name

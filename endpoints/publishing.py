@@ -59,8 +59,15 @@ def build_document(endpoint: Endpoint, version: int) -> dict:
 
 
 def publish(endpoint: Endpoint) -> int:
-    """Publish the endpoint's current routing and return the version the gateway will acknowledge."""
-    Endpoint.objects.filter(pk=endpoint.pk).update(routing_version=F("routing_version") + 1)
+    """Publish the endpoint's current routing and return the version the gateway will acknowledge.
+
+    An endpoint being deleted (or gone) has no routing: publishing it withdraws it instead, so a publish
+    racing the deletion (a reconcile run, a job) never brings its document back.
+    """
+    bumped = Endpoint.objects.filter(pk=endpoint.pk, deleting=False).update(routing_version=F("routing_version") + 1)
+    if not bumped:
+        withdraw(endpoint.name)
+        return endpoint.routing_version
     version = Endpoint.objects.values_list("routing_version", flat=True).get(pk=endpoint.pk)
     endpoint.refresh_from_db()
     # Signed: the gateway serves no document it cannot verify (flow processes can write to Redis too).

@@ -1,6 +1,9 @@
 from celery import shared_task
 
-from endpoints import provisioning
+from endpoints import provisioning, retention
+
+# A deletion that finds a provisioning job still holding the deployment tries again this much later.
+DELETION_RETRY_SECONDS = 5
 
 
 @shared_task(acks_late=True)
@@ -10,14 +13,22 @@ def provision(deployment_id: int) -> None:
 
 @shared_task(acks_late=True)
 def delete_deployment(deployment_id: int, notification_id: int | None = None) -> None:
-    provisioning.delete_deployment(deployment_id, notification_id)
+    if not provisioning.delete_deployment(deployment_id, notification_id):
+        delete_deployment.apply_async((deployment_id, notification_id), countdown=DELETION_RETRY_SECONDS)
 
 
 @shared_task(acks_late=True)
 def delete_endpoint(endpoint_id: int, notification_id: int | None = None) -> None:
-    provisioning.delete_endpoint(endpoint_id, notification_id)
+    if not provisioning.delete_endpoint(endpoint_id, notification_id):
+        delete_endpoint.apply_async((endpoint_id, notification_id), countdown=DELETION_RETRY_SECONDS)
 
 
 @shared_task
 def reconcile() -> None:
     provisioning.reconcile()
+
+
+@shared_task
+def retain() -> None:
+    """Beat: rotate logs, prune the gateway's in-flight hash, old layers, build logs, run data and events."""
+    retention.run()

@@ -6,7 +6,8 @@ Plain Python (no Django): the gateway imports it. Stored in Redis:
 - `flowdeploy:routes`: a set of endpoint names that have a document;
 - channel `flowdeploy:routes`: the name of an endpoint whose document changed or was removed;
 - `flowdeploy:gateway:applied`: hash endpoint -> the `version` of the document the gateway serves now;
-- `flowdeploy:gateway:inflight`: hash instance id -> requests in flight through the gateway.
+- `flowdeploy:gateway:inflight`: hash instance id -> requests in flight through the gateway; entries of
+  instances no document names any more are pruned by the control plane (`prune_inflight`).
 
 Flow processes run on the same machine and can reach Redis, so every document is signed: its
 `signature` is the hex HMAC-SHA256, with `serving.auth.routing_key()`, of the document without that
@@ -117,3 +118,34 @@ def inflight(client: Any, instance_ids: list[str]) -> int:
         return 0
     values = client.hmget(INFLIGHT_KEY, instance_ids)
     return sum(int(v) for v in values if v is not None)
+
+
+def published_instance_ids(client: Any) -> set[str]:
+    """The ids of every instance named by a published document (read as stored; the signature is not checked)."""
+    names = [_text(name) for name in client.smembers(ROUTES_SET)]
+    ids: set[str] = set()
+    for raw in client.mget([route_key(name) for name in names]) if names else []:
+        try:
+            document = json.loads(raw) if raw is not None else {}
+            for deployment in document.get("deployments", {}).values():
+                ids.update(str(instance["id"]) for instance in deployment.get("instances", []))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            continue
+    return ids
+
+
+def prune_inflight(client: Any, keep: set[str]) -> int:
+    """Remove the in-flight counts of instances not in `keep` (instances that no longer exist); how many.
+
+    The gateway writes a count only when it changes, so an entry for an instance no document names any more
+    would stay forever. A count the gateway writes again later (a request that was still in flight) is pruned
+    at the next run.
+    """
+    stale = [field for field in client.hkeys(INFLIGHT_KEY) if _text(field) not in keep]
+    for start in range(0, len(stale), 500):
+        client.hdel(INFLIGHT_KEY, *stale[start : start + 500])
+    return len(stale)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

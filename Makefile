@@ -46,6 +46,11 @@ format: $(TEST_STAMP)
 chromium:
 	@sh scripts/ensure_chromium.sh
 
+## soak: ten minutes (SOAK_SECONDS) of steady load on a real deployment; fails if a process grows (docs/reliability.md).
+.PHONY: soak
+soak: $(APP_STAMP)
+	$(BIN)/python benchmarks/soak.py
+
 ## runtime: build the flow runtime virtualenv ahead of time (make run does it too).
 runtime: $(APP_STAMP)
 	$(BIN)/python manage.py build_runtime

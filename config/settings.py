@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "endpoints",
     "wizard",
     "api",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -116,6 +117,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3 * 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = envstr("FLOWDEPLOY_QUEUE", "flowdeploy")
+# Test and bulk runs go to "<FLOWDEPLOY_QUEUE>-runs", served by a worker of their own, so provisioning
+# and crash recovery never wait behind a long run (config/celery.py).
+CELERY_TASK_ROUTES = ("config.celery.route_task",)
 
 # Flowdeploy.
 # Encrypts connection secrets and signs scoring tokens; derived from SECRET_KEY when empty.
@@ -130,6 +134,18 @@ FLOWDEPLOY_RUNS_DIR = DATA_DIR / "runs"
 FLOWDEPLOY_MAX_UPLOAD_BYTES = envint("FLOWDEPLOY_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, minimum=1024)
 FLOWDEPLOY_TEST_RUN_TIMEOUT = envint("FLOWDEPLOY_TEST_RUN_TIMEOUT", 300, minimum=1)
 FLOWDEPLOY_ENV_BUILD_TIMEOUT = envint("FLOWDEPLOY_ENV_BUILD_TIMEOUT", 1800, minimum=30)
+# A bulk run stops when one line takes longer than this (loading the flow counts as the first line)...
+FLOWDEPLOY_BULK_LINE_TIMEOUT = envint("FLOWDEPLOY_BULK_LINE_TIMEOUT", 300, minimum=1)
+# ...or when the whole run takes longer than this. With the environment build it must stay under the
+# broker's visibility timeout, or Redis would hand the run to a second worker while the first still runs it.
+FLOWDEPLOY_BULK_RUN_TIMEOUT = envint("FLOWDEPLOY_BULK_RUN_TIMEOUT", 7200, minimum=1)
+_visibility_timeout = CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+_longest_bulk_task = FLOWDEPLOY_BULK_RUN_TIMEOUT + FLOWDEPLOY_ENV_BUILD_TIMEOUT
+if _longest_bulk_task >= _visibility_timeout:
+    raise ImproperlyConfigured(
+        "FLOWDEPLOY_BULK_RUN_TIMEOUT + FLOWDEPLOY_ENV_BUILD_TIMEOUT must stay under "
+        f"{_visibility_timeout} seconds (the broker's visibility timeout)."
+    )
 # Admin only: let flows' requirements.txt name other package sources (index options, URLs, VCS links,
 # -e); -r/-c, local paths and file: URLs stay refused (runtime/requirements_policy.py).
 FLOWDEPLOY_ALLOW_REQUIREMENT_SOURCES = envbool("FLOWDEPLOY_ALLOW_REQUIREMENT_SOURCES", False)
@@ -158,6 +174,21 @@ for _network in FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS:
             f"FLOWDEPLOY_PROVIDER_ALLOWED_NETWORKS must list networks such as 127.0.0.0/8, not {_network!r}"
         ) from None
 FLOWDEPLOY_MAX_REQUEST_BYTES = envint("FLOWDEPLOY_GATEWAY_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Inference data collection (docs/monitoring.md): the gateway writes here, the studio reads and expires it.
+# The gateway finds the same folder from the same variables (serving/collector.py).
+FLOWDEPLOY_DATA_COLLECTION_DIR = envpath("FLOWDEPLOY_DATA_COLLECTION_DIR", DATA_DIR / "data-collection")
+# Retention and rotation (endpoints/retention.py), run by beat every FLOWDEPLOY_RETENTION_INTERVAL seconds.
+FLOWDEPLOY_RETENTION_INTERVAL = envint("FLOWDEPLOY_RETENTION_INTERVAL", 60, minimum=1)
+# Instance logs and make run's logs past FLOWDEPLOY_LOG_MAX_BYTES are emptied; their end goes to <name>.1.
+FLOWDEPLOY_LOG_MAX_BYTES = envint("FLOWDEPLOY_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=4096)
+FLOWDEPLOY_LOG_KEEP_BYTES = envint("FLOWDEPLOY_LOG_KEEP_BYTES", 1024 * 1024, minimum=0)
+if FLOWDEPLOY_LOG_KEEP_BYTES >= FLOWDEPLOY_LOG_MAX_BYTES:
+    raise ImproperlyConfigured("FLOWDEPLOY_LOG_KEEP_BYTES must be smaller than FLOWDEPLOY_LOG_MAX_BYTES.")
+FLOWDEPLOY_STOPPED_INSTANCE_RETENTION_DAYS = envint("FLOWDEPLOY_STOPPED_INSTANCE_RETENTION_DAYS", 7, minimum=0)
+FLOWDEPLOY_LAYER_RETENTION_DAYS = envint("FLOWDEPLOY_LAYER_RETENTION_DAYS", 30, minimum=0)
+FLOWDEPLOY_BUILD_LOG_RETENTION_DAYS = envint("FLOWDEPLOY_BUILD_LOG_RETENTION_DAYS", 7, minimum=0)
+FLOWDEPLOY_RUN_DATA_RETENTION_DAYS = envint("FLOWDEPLOY_RUN_DATA_RETENTION_DAYS", 30, minimum=0)
+FLOWDEPLOY_EVENTS_PER_DEPLOYMENT = envint("FLOWDEPLOY_EVENTS_PER_DEPLOYMENT", 500, minimum=10)
 
 LOGGING = {
     "version": 1,
@@ -171,4 +202,7 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "fail-stale-runs": {"task": "flows.tasks.fail_stale_runs", "schedule": 60.0},
     "reconcile-instances": {"task": "endpoints.tasks.reconcile", "schedule": 5.0},
+    "data-collection-retention": {"task": "monitoring.tasks.remove_expired_data", "schedule": 600.0},
+    "data-collection-policy": {"task": "monitoring.tasks.publish_collection_policy", "schedule": 60.0},
+    "retention": {"task": "endpoints.tasks.retain", "schedule": float(FLOWDEPLOY_RETENTION_INTERVAL)},
 }

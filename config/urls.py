@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("endpoints.urls")),
     path("internal/", include("endpoints.urls_internal")),
     path("", include("workspace.urls")),
+    path("", include("monitoring.urls")),
 ]
 
 admin.site.site_header = "Flowdeploy admin"

@@ -3,6 +3,7 @@ transaction, then dispatch the long work to Celery on commit."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -42,7 +43,23 @@ def _name(value: str, what: str, field: str) -> str:
         raise ValidationError({field: exc.messages}) from None
 
 
-def _tags(tags: Any, field: str = "tags") -> dict[str, str]:
+def endpoint_name_problem(name: str) -> str:
+    """Why `name` cannot be a new endpoint's name, or "". Names are unique whatever their case, as on Azure."""
+    if not name:
+        return "Enter the endpoint name."
+    try:
+        check_name(name, "Endpoint")
+    except ValidationError as exc:
+        return exc.messages[0]
+    taken = Endpoint.objects.filter(name__iexact=name).values_list("name", flat=True).first()
+    if taken == name:
+        return f"Endpoint name {name} is already taken."
+    if taken is not None:
+        return f"Endpoint name {name} is already taken by endpoint {taken}: endpoint names are case-insensitive."
+    return ""
+
+
+def clean_tags(tags: Any, field: str = "tags") -> dict[str, str]:
     if tags in (None, ""):
         return {}
     if not isinstance(tags, dict) or not all(isinstance(k, str) and k for k in tags):
@@ -64,7 +81,9 @@ def create_endpoint(
     description: str = "",
     user=None,
 ) -> Endpoint:
-    name = _name(name, "Endpoint", "name")
+    problem = endpoint_name_problem(name)
+    if problem:
+        raise ValidationError({"name": problem})
     if auth_type not in AuthType.values:
         raise ValidationError({"auth_type": f"Authentication type must be one of {', '.join(AuthType.values)}."})
     if identity_type not in IdentityType.values:
@@ -79,24 +98,27 @@ def create_endpoint(
         identity_type=identity_type,
         user_assigned_identity=user_assigned_identity,
         enforce_access_to_connection_secrets=enforce_access_to_connection_secrets,
-        tags=_tags(tags),
+        tags=clean_tags(tags),
         description=description,
         created_by=_user(user),
     )
     endpoint.set_keys({key: auth.new_key() for key in KEY_NAMES})
     try:
         with transaction.atomic():
+            problem = endpoint_name_problem(name)  # again, inside the transaction that writes it
+            if problem:
+                raise ValidationError({"name": problem})
             endpoint.save()
             audit.record(_user(user), "endpoint.create", name, auth_type=auth_type)
     except IntegrityError:
-        raise ValidationError({"name": f"Endpoint name {name!r} is already taken."}) from None
+        raise ValidationError({"name": f"Endpoint name {name} is already taken."}) from None
     transaction.on_commit(lambda: publishing.publish(endpoint))
     return endpoint
 
 
 def update_endpoint(endpoint: Endpoint, *, tags: dict | None = None, description: str | None = None, user=None):
     if tags is not None:
-        endpoint.tags = _tags(tags)
+        endpoint.tags = clean_tags(tags)
     if description is not None:
         endpoint.description = description
     endpoint.save(update_fields=["tags", "description", "updated_at"])
@@ -104,43 +126,67 @@ def update_endpoint(endpoint: Endpoint, *, tags: dict | None = None, description
     return endpoint
 
 
-def _percentages(value: Any, field: str) -> dict[str, int]:
+def _row_error(message: str, deployment: str, field: str) -> ValidationError:
+    """A traffic error about one deployment's share: `params` names the deployment, so a page can show the
+    error beside that deployment's field (the API shows the message under `field`)."""
+    return ValidationError(message.replace("%", "%%"), code=field, params={"deployment": deployment})
+
+
+def _percentages(value: Any, field: str, label: str, high: int, errors: dict) -> dict[str, int]:
     if value in (None, ""):
         return {}
     if not isinstance(value, dict):
-        raise ValidationError({field: 'Give traffic as deployment name to percent, e.g. {"blue": 90, "green": 10}.'})
+        errors.setdefault(field, []).append(
+            ValidationError('Give traffic as deployment name to percent, e.g. {"blue": 90, "green": 10}.')
+        )
+        return {}
     cleaned = {}
     for name, percent in value.items():
-        try:
-            number = int(percent)
-        except (TypeError, ValueError):
-            raise ValidationError({field: f"Traffic for {name!r} must be a whole number of percent."}) from None
-        if not 0 <= number <= 100:
-            raise ValidationError({field: f"Traffic for {name!r} must be between 0 and 100."})
-        cleaned[str(name)] = number
+        name = str(name)
+        number = whole_number(percent)
+        if number is None:
+            errors.setdefault(field, []).append(
+                _row_error(f"{label} for {name} must be a whole number of percent, not {percent!r}.", name, field)
+            )
+        elif not 0 <= number <= high:
+            errors.setdefault(field, []).append(
+                _row_error(f"{label} for {name} must be between 0 and {high}%.", name, field)
+            )
+        else:
+            cleaned[name] = number
     return cleaned
 
 
 def clean_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any = None) -> tuple[dict, dict]:
     """Azure's rules: live traffic sums to 100 (or 0), names exist, mirror at most 50% and not to a live one.
-    Returns the live and mirror splits without the zeros, or raises ValidationError naming the field."""
-    live = _percentages(traffic, "traffic")
-    mirror = _percentages(mirror_traffic, "mirror_traffic") if mirror_traffic is not None else endpoint.mirror_traffic
+    Returns the live and mirror splits without the zeros, or raises ValidationError with every problem, under
+    `traffic` or `mirror_traffic`; a problem with one deployment's share carries params={"deployment": name}."""
+    errors: dict[str, list] = {}
+    live = _percentages(traffic, "traffic", "Traffic", 100, errors)
+    if mirror_traffic is not None:
+        mirror = _percentages(mirror_traffic, "mirror_traffic", "Mirror traffic", 100, errors)
+    else:
+        mirror = dict(endpoint.mirror_traffic)
     names = set(endpoint.deployments.exclude(state=DeploymentState.DELETING).values_list("name", flat=True))
     for field, mapping in (("traffic", live), ("mirror_traffic", mirror)):
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise ValidationError({field: f"Endpoint {endpoint.name} has no deployment named {unknown[0]!r}."})
+        for unknown in sorted(set(mapping) - names):
+            errors.setdefault(field, []).append(
+                ValidationError(f"Endpoint {endpoint.name} has no deployment named {unknown!r}.")
+            )
     total = sum(live.values())
-    if live and total not in (0, 100):
-        raise ValidationError({"traffic": f"Traffic must add up to 100%, not {total}%."})
+    if "traffic" not in errors and live and total not in (0, 100):
+        errors["traffic"] = [ValidationError(f"Traffic must add up to 100%, not {total}%.")]
     for name, percent in mirror.items():
         if percent > MAX_MIRROR_PERCENT:
-            raise ValidationError({"mirror_traffic": f"Mirror traffic is at most {MAX_MIRROR_PERCENT}% ({name})."})
-        if percent and live.get(name):
-            raise ValidationError(
-                {"mirror_traffic": f"{name} receives live traffic; it cannot also get mirror traffic."}
+            errors.setdefault("mirror_traffic", []).append(
+                _row_error(f"Mirror traffic for {name} is at most {MAX_MIRROR_PERCENT}%.", name, "mirror_traffic")
             )
+        elif percent and live.get(name):
+            errors.setdefault("mirror_traffic", []).append(
+                _row_error(f"{name} receives live traffic; it cannot also get mirror traffic.", name, "mirror_traffic")
+            )
+    if errors:
+        raise ValidationError(errors)
     return {k: v for k, v in live.items() if v}, {k: v for k, v in mirror.items() if v}
 
 
@@ -189,7 +235,7 @@ def regenerate_key(endpoint: Endpoint, which: str, user=None) -> Endpoint:
 def _consume_link(endpoint: Endpoint) -> str:
     first = endpoint.deployments.order_by("name").first()
     if first is None:
-        return reverse("endpoints:list")
+        return reverse("endpoints:endpoint", args=[endpoint.name])
     return reverse("endpoints:consume", args=[endpoint.name, first.name])
 
 
@@ -210,13 +256,16 @@ def _deletion_notice(user, title: str, what: str) -> int | None:
 
 
 def delete_endpoint(endpoint: Endpoint, user=None) -> None:
+    from django.utils import timezone
+
     from endpoints import tasks
 
     with transaction.atomic():
-        Endpoint.objects.filter(pk=endpoint.pk).update(deleting=True)
-        endpoint.deployments.update(state=DeploymentState.DELETING, phase=Phase.DELETING)
-        audit.record(_user(user), "endpoint.delete", endpoint.name)
         notice = _deletion_notice(user, "Delete endpoint", f"endpoint {endpoint.name}")
+        Endpoint.objects.filter(pk=endpoint.pk).update(deleting=True, deletion_notification_id=notice)
+        # heartbeat_at: when the deletion was asked for, so the reconciler can resume one whose task was lost.
+        endpoint.deployments.update(state=DeploymentState.DELETING, phase=Phase.DELETING, heartbeat_at=timezone.now())
+        audit.record(_user(user), "endpoint.delete", endpoint.name)
         transaction.on_commit(lambda: tasks.delete_endpoint.delay(endpoint.pk, notice))
 
 
@@ -236,62 +285,93 @@ DEPLOYMENT_DEFAULTS = {
 }
 
 
-def _int(value: Any, field: str, label: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValidationError({field: f"{label} must be a whole number."}) from None
+def whole_number(value: Any) -> int | None:
+    """`value` as an int when it is a whole number (an int, an integral float, or digits in a string), else None:
+    2.5, "2.5", "", "two" and True are not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value.strip())
+    return None
+
+
+def instance_count_message() -> str:
+    return f"Instance count must be a whole number from 1 to {settings.FLOWDEPLOY_MAX_INSTANCES}."
+
+
+def clean_instance_count(value: Any) -> int:
+    """The one rule for an instance count, for the wizard (and its live check), Scale, the API and the CLI:
+    a whole number from 1 to FLOWDEPLOY_MAX_INSTANCES, with the same message for every value outside it."""
+    number = whole_number(value)
+    if number is None or not 1 <= number <= settings.FLOWDEPLOY_MAX_INSTANCES:
+        raise ValidationError(instance_count_message(), code="instance_count")
+    return number
+
+
+def _int(value: Any, label: str, low: int, high: int) -> int:
+    number = whole_number(value)
+    if number is None:
+        raise ValidationError(f"{label} must be a whole number.")
     if not low <= number <= high:
-        raise ValidationError({field: f"{label} must be between {low} and {high}."})
+        raise ValidationError(f"{label} must be between {low} and {high}.")
     return number
 
 
 def clean_deployment_settings(flow_version: FlowVersion, values: dict, existing: Deployment | None = None) -> dict:
-    """Every deployment setting checked, with errors naming the field; unknown fields are refused."""
-    unknown = sorted(set(values) - set(DEPLOYMENT_DEFAULTS))
-    if unknown:
-        raise ValidationError({unknown[0]: f"Unknown deployment setting {unknown[0]!r}."})
+    """Every deployment setting checked, with every problem at once, each under its field; unknown fields are
+    refused."""
+    errors: dict[str, list[str]] = {}
+
+    def check(field: str, cleaner) -> None:
+        try:
+            data[field] = cleaner(data[field])
+        except ValidationError as exc:
+            errors.setdefault(field, []).extend(exc.messages)
+
+    for name in sorted(set(values) - set(DEPLOYMENT_DEFAULTS)):
+        errors[name] = [f"Unknown deployment setting {name!r}."]
     base = {k: getattr(existing, k) for k in DEPLOYMENT_DEFAULTS} if existing else dict(DEPLOYMENT_DEFAULTS)
-    data = {**base, **{k: v for k, v in values.items() if v is not None}}
+    data = {**base, **{k: v for k, v in values.items() if v is not None and k in DEPLOYMENT_DEFAULTS}}
     if data["vm_size"] not in sizes.SIZES:
-        raise ValidationError({"vm_size": f"Virtual machine must be one of {', '.join(sizes.SIZES)}."})
-    data["instance_count"] = _int(
-        data["instance_count"], "instance_count", "Instance count", 1, settings.FLOWDEPLOY_MAX_INSTANCES
-    )
-    data["request_timeout_ms"] = _int(
-        data["request_timeout_ms"], "request_timeout_ms", "Request timeout (ms)", 1000, 3_600_000
-    )
-    data["max_concurrent_requests_per_instance"] = _int(
-        data["max_concurrent_requests_per_instance"],
+        errors["vm_size"] = [f"Virtual machine must be one of {', '.join(sizes.SIZES)}."]
+    check("instance_count", clean_instance_count)
+    check("request_timeout_ms", lambda v: _int(v, "Request timeout (ms)", 1000, 3_600_000))
+    check(
         "max_concurrent_requests_per_instance",
-        "Max concurrent requests per instance",
-        1,
-        1000,
+        lambda v: _int(v, "Max concurrent requests per instance", 1, 1000),
     )
     env = data["environment_variables"] or {}
     problems = environment_variable_problems(env)
     if problems:
-        raise ValidationError({"environment_variables": problems})
-    data["environment_variables"] = dict(env)
+        errors["environment_variables"] = list(problems)
+    else:
+        data["environment_variables"] = dict(env)
     outputs = list(data["selected_outputs"] or [])
     missing = [name for name in outputs if name not in flow_version.outputs]
     if missing:
-        raise ValidationError({"selected_outputs": f"The flow has no output named {missing[0]!r}."})
+        errors["selected_outputs"] = [f"The flow has no output named {missing[0]!r}."]
     data["selected_outputs"] = outputs
     overrides = data["connection_overrides"] or {}
     if not isinstance(overrides, dict):
-        raise ValidationError({"connection_overrides": "Connection overrides map a flow connection to another one."})
-    used = set(flow_version.connection_names())
-    existing_connections = connection_type_names()
-    for name, target in overrides.items():
-        if name not in used:
-            raise ValidationError({"connection_overrides": f"The flow uses no connection named {name!r}."})
-        if target not in existing_connections:
-            raise ValidationError({"connection_overrides": f"There is no connection named {target!r}."})
-    data["connection_overrides"] = {k: v for k, v in overrides.items() if v and v != k}
-    data["tags"] = _tags(data["tags"])
+        errors["connection_overrides"] = ["Connection overrides map a flow connection to another one."]
+    else:
+        used = set(flow_version.connection_names())
+        existing_connections = connection_type_names()
+        for name, target in overrides.items():
+            if name not in used:
+                errors.setdefault("connection_overrides", []).append(f"The flow uses no connection named {name!r}.")
+            elif target not in existing_connections:
+                errors.setdefault("connection_overrides", []).append(f"There is no connection named {target!r}.")
+        data["connection_overrides"] = {k: v for k, v in overrides.items() if v and v != k}
+    check("tags", clean_tags)
     data["data_collection"] = bool(data["data_collection"])
     data["app_insights_enabled"] = bool(data["app_insights_enabled"])
+    if errors:
+        raise ValidationError(errors)
     return data
 
 
@@ -369,23 +449,46 @@ def _dispatch_provisioning(deployment: Deployment, tasks) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(task_id=result.id or "")
 
 
+def deployment_delete_problem(deployment: Deployment) -> str:
+    """Why this deployment cannot be deleted now, or "". As on Azure, a deployment that receives live traffic
+    while another deployment could take it is not deleted: its traffic goes to 0 first. The endpoint's only
+    deployment takes its traffic with it (the endpoint then has none)."""
+    endpoint = deployment.endpoint
+    share = endpoint.traffic.get(deployment.name)
+    if not share:
+        return ""
+    others = endpoint.deployments.exclude(pk=deployment.pk).exclude(state=DeploymentState.DELETING)
+    if not others.exists():
+        return ""
+    return (
+        f"Deployment {deployment.name} still receives {share}% of the live traffic of endpoint {endpoint.name}, "
+        "and a deployment with traffic cannot be deleted. Set its traffic to 0% first (Traffic allocation, "
+        "on the Details tab: give its share to another deployment), then delete it."
+    )
+
+
 def delete_deployment(deployment: Deployment, user=None) -> None:
     from endpoints import tasks
 
     endpoint = deployment.endpoint
-    others = endpoint.deployments.exclude(pk=deployment.pk).exclude(state=DeploymentState.DELETING)
-    if endpoint.traffic.get(deployment.name) and others.exists():
-        raise ValidationError(
-            {
-                "traffic": f"{deployment.name} still receives {endpoint.traffic[deployment.name]}% of the traffic; "
-                "move it to another deployment first."
-            }
-        )
+    problem = deployment_delete_problem(deployment)
+    if problem:
+        raise ValidationError({"traffic": problem})
+    from django.utils import timezone
+
     with transaction.atomic():
-        Deployment.objects.filter(pk=deployment.pk).update(state=DeploymentState.DELETING, phase=Phase.DELETING)
-        traffic = {k: v for k, v in endpoint.traffic.items() if k != deployment.name}
-        mirror = {k: v for k, v in endpoint.mirror_traffic.items() if k != deployment.name}
+        notice = _deletion_notice(user, "Delete deployment", f"deployment {deployment}")
+        # The deployment row first, then the endpoint's, as a provisioning job going live does (no deadlock).
+        # heartbeat_at: when the deletion was asked for, so the reconciler can resume one whose task was lost.
+        Deployment.objects.filter(pk=deployment.pk).update(
+            state=DeploymentState.DELETING,
+            phase=Phase.DELETING,
+            heartbeat_at=timezone.now(),
+            deletion_notification_id=notice,
+        )
+        locked = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        traffic = {k: v for k, v in locked.traffic.items() if k != deployment.name}
+        mirror = {k: v for k, v in locked.mirror_traffic.items() if k != deployment.name}
         Endpoint.objects.filter(pk=endpoint.pk).update(traffic=traffic, mirror_traffic=mirror)
         audit.record(_user(user), "deployment.delete", str(deployment))
-        notice = _deletion_notice(user, "Delete deployment", f"deployment {deployment}")
         transaction.on_commit(lambda: tasks.delete_deployment.delay(deployment.pk, notice))

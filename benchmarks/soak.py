@@ -4,7 +4,8 @@
     SOAK_SECONDS=1800 SOAK_CLIENTS=8 make soak   # longer, more clients
 
 It starts on loopback, in a throwaway data folder, what a deployment needs, as `make run` does: Redis
-(only when none answers on SOAK_REDIS_URL, default redis://127.0.0.1:6379/12), migrations, a Celery
+(only when none answers on SOAK_REDIS_URL; by default the first empty database, from 15 down, of the Redis
+on 127.0.0.1:6379, which must stay the soak's alone while it runs), migrations, a Celery
 worker and beat (the reconciler every 5 s, retention every FLOWDEPLOY_RETENTION_INTERVAL s), the scoring
 gateway (serving.server.gateway_command) and the studio (uvicorn). It imports
 samples/web-classification-offline and deploys it through endpoints.services: the worker provisions a
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,7 +72,22 @@ SECONDS = env_number("SOAK_SECONDS", 600)
 CLIENTS = int(env_number("SOAK_CLIENTS", 4))
 SAMPLE_SECONDS = env_number("SOAK_SAMPLE_SECONDS", 5)
 WARMUP_SECONDS = env_number("SOAK_WARMUP_SECONDS", min(60, SECONDS / 5))
-REDIS_URL = os.environ.get("SOAK_REDIS_URL", "redis://127.0.0.1:6379/12")
+LOCAL_REDIS = "redis://127.0.0.1:6379"
+
+
+def soak_redis_url() -> str:
+    """SOAK_REDIS_URL, else an empty database of the local Redis (tests and `make run` use others)."""
+    if os.environ.get("SOAK_REDIS_URL"):
+        return os.environ["SOAK_REDIS_URL"]
+    if not redis_answers(f"{LOCAL_REDIS}/0"):
+        return f"{LOCAL_REDIS}/12"  # started here, empty
+    for db in range(15, 0, -1):
+        if redis.Redis.from_url(f"{LOCAL_REDIS}/{db}").dbsize() == 0:
+            return f"{LOCAL_REDIS}/{db}"
+    raise SystemExit(f"No empty database in the Redis at {LOCAL_REDIS}: set SOAK_REDIS_URL.")
+
+
+REDIS_URL = soak_redis_url()
 RETENTION_INTERVAL = os.environ.get("FLOWDEPLOY_RETENTION_INTERVAL", "60")
 
 
@@ -159,6 +176,7 @@ class Soak:
         self.studio_errors: list[str] = []
         self.lock = threading.Lock()
         self.redis_process = None
+        self.redis_was_empty = False
         self.studio_port = free_port()
         self.gateway_port = free_port()
         self.env = {
@@ -184,6 +202,10 @@ class Soak:
         self.redis_process = start_redis(REDIS_URL, self.work / "redis")
         if not redis_answers(REDIS_URL):
             raise SystemExit(f"No Redis answers at {REDIS_URL}")
+        self.redis_was_empty = redis.Redis.from_url(REDIS_URL).dbsize() == 0
+        if not self.redis_was_empty:
+            print(f"WARNING: {REDIS_URL} holds other keys: its size is not the soak's alone.", file=sys.stderr)
+        print(f"Redis: {REDIS_URL.rsplit('@', 1)[-1]}", flush=True)
         import django
 
         django.setup()
@@ -417,12 +439,13 @@ class Soak:
             log.close()
         try:
             from endpoints import publishing
-            from serving import routing
 
             client = publishing.client()
-            client.delete(routing.INFLIGHT_KEY, routing.APPLIED_KEY)
-            for key in client.scan_iter(f"*{self.env['FLOWDEPLOY_QUEUE']}*"):
-                client.delete(key)
+            if self.redis_was_empty:  # the database was the soak's alone
+                client.flushdb()
+            else:  # the in-flight and applied hashes are shared with whoever else uses it
+                for key in client.scan_iter(f"*{self.env['FLOWDEPLOY_QUEUE']}*"):
+                    client.delete(key)
         except Exception as exc:  # the report matters more than this cleanup
             print(f"Could not clean Redis up: {exc}", file=sys.stderr)
         if self.redis_process is not None:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,12 +37,28 @@ def sweep_instance_processes(data_dir: Path) -> int:
     return stopped
 
 
+def wait_until_provisioning_idle(timeout: float = 60) -> None:
+    """Let the session's provisioning worker finish what a test left running (a rollout's retirement, a
+    deletion's handover): the next test's rows may reuse the same ids, and a job still running for the old
+    ones would act on the new ones."""
+    from config.celery import app
+
+    name = f"test-{os.getpid()}@{os.uname().nodename}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        active = app.control.inspect(destination=[name], timeout=1.0).active()
+        if active is not None and not active.get(name):
+            return
+        time.sleep(0.3)
+
+
 @pytest.fixture(autouse=True)
 def _no_instances_left_behind(request) -> Iterator[None]:
     yield
     if "celery_worker" in request.fixturenames:
         from django.conf import settings
 
+        wait_until_provisioning_idle()
         sweep_instance_processes(Path(settings.DATA_DIR))
 
 
@@ -284,3 +301,32 @@ def gateway_applied(gateway_url: str, deployment) -> bool:
     except httpx.HTTPError:
         return False
     return answer.status_code not in (401, 404, 503)
+
+
+# One Chromium for the whole session, shared by tests/browser and tests/monitoring: Playwright's sync API
+# runs an event loop in this thread, so a second sync_playwright() in the same session would fail.
+CHROMIUM = os.environ.get("FLOWDEPLOY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Playwright's sync API runs an event loop in this thread; Django's ORM calls from fixtures are still
+# made synchronously, one at a time, so its async-safety guard does not apply.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is missing at {CHROMIUM}; `make test` installs it (scripts/ensure_chromium.sh).")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

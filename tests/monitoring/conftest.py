@@ -4,7 +4,6 @@ deployments as rows (nothing runs), and headless Chromium for the data asset pag
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 from serving import collector as collection
 
-CHROMIUM = os.environ.get("FLOWDEPLOY_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "monitoring-pass-123"
 
 
@@ -80,20 +78,6 @@ def deployment_row(db):
         )
 
     return make
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium is missing at {CHROMIUM}; `make test` installs it (scripts/ensure_chromium.sh).")
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

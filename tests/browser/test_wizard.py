@@ -46,7 +46,7 @@ def _small_machine(page):
     expect(page.locator("#capacity")).to_contain_text("For high availability, we recommend that you set the value")
 
 
-def _wait_succeeded(page, deployment=None):
+def _wait_succeeded(page):
     expect(page.locator("#provisioning-state")).to_have_text("Succeeded", timeout=180_000)
     expect(page.locator("#status")).not_to_have_attribute("hx-trigger", "every 1s")
 

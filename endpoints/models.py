@@ -13,6 +13,7 @@ from django.utils import timezone
 from endpoints import sizes
 from flows.models import FlowVersion
 from workspace.crypto import decrypt_json, encrypt_json
+from workspace.models import default_project_pk
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 NAME_RULE = (
@@ -52,6 +53,9 @@ class Provider(models.TextChoices):
 class Endpoint(models.Model):
     name = models.CharField(max_length=32, unique=True, validators=[validate_endpoint_name])
     description = models.TextField(blank=True)
+    project = models.ForeignKey(
+        "workspace.Project", related_name="endpoints", on_delete=models.PROTECT, default=default_project_pk
+    )
     auth_type = models.CharField(max_length=16, choices=AuthType.choices, default=AuthType.KEY)
     identity_type = models.CharField(max_length=20, choices=IdentityType.choices, default=IdentityType.SYSTEM)
     user_assigned_identity = models.CharField(max_length=200, blank=True)

@@ -7,12 +7,17 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from workspace.models import default_project_pk
+
 FLOW_FILE = "flow.dag.yaml"
 
 
 class Flow(models.Model):
     name = models.CharField(max_length=64, unique=True)
     description = models.TextField(blank=True)
+    project = models.ForeignKey(
+        "workspace.Project", related_name="flows", on_delete=models.PROTECT, default=default_project_pk
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -330,3 +330,23 @@ def browser() -> Iterator:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that deployed something says why each deployment ended as it did: CI keeps no database."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed or "celery_worker" not in item.fixturenames:
+        return
+    try:
+        from endpoints.models import Deployment
+
+        lines = []
+        for deployment in Deployment.objects.select_related("endpoint"):
+            lines.append(f"{deployment}: {deployment.state}/{deployment.phase} {deployment.failure_reason!r}")
+            for event in deployment.events.order_by("pk"):
+                lines.append(f"    {event.phase}: {event.message}")
+        report.sections.append(("deployments at failure", "\n".join(lines) or "(none)"))
+    except Exception as exc:  # a diagnostic must never hide the test's own failure
+        report.sections.append(("deployments at failure", f"could not read them: {exc!r}"))

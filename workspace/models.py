@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -15,6 +17,151 @@ from workspace.crypto import SecretsUnreadable, decrypt_json, encrypt_json
 
 SECRET_MASK = "••••••••"
 
+DEFAULT_PROJECT = "default"
+PROJECT_NAME_RE = r"^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$"
+PROJECT_NAME_RULE = "3 to 32 lowercase letters, digits or hyphens, starting and ending with a letter or digit."
+
+
+class ProjectRole(models.TextChoices):
+    """A person's role in a project, as in Azure's RBAC: what they may do there (workspace/access.py)."""
+
+    OWNER = "owner", "Owner"
+    CONTRIBUTOR = "contributor", "Contributor"
+    READER = "reader", "Reader"
+
+
+class Project(models.Model):
+    """A workspace: it owns flows, connections, endpoints and identities; people are its members."""
+
+    name = models.CharField(
+        max_length=32, unique=True, validators=[RegexValidator(PROJECT_NAME_RE, message=PROJECT_NAME_RULE)]
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def default(cls) -> "Project":
+        project, _ = cls.objects.get_or_create(name=DEFAULT_PROJECT)
+        return project
+
+
+def default_project_pk() -> int:
+    """What a flow, connection or endpoint created without a project belongs to."""
+    return Project.default().pk
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, related_name="memberships", on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, related_name="memberships", on_delete=models.CASCADE)
+    role = models.CharField(max_length=16, choices=ProjectRole.choices, default=ProjectRole.READER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__name", "user__username"]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_project")]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.get_role_display()} of {self.project}"
+
+
+class ManagedIdentity(models.Model):
+    """A user-assigned managed identity: created and named in a project, usable by any of its endpoints."""
+
+    project = models.ForeignKey(Project, related_name="identities", on_delete=models.PROTECT)
+    name = models.CharField(
+        max_length=64,
+        validators=[RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$", message="3 to 64 letters, digits, - or _.")],
+    )
+    principal_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    client_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__name", "name"]
+        verbose_name_plural = "managed identities"
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="identity_name_per_project")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BuiltInRole(models.TextChoices):
+    """The roles an endpoint's identity needs, with Azure's names (and Azure's role definition ids in ROLE_IDS)."""
+
+    CONNECTION_SECRETS_READER = (
+        "connection-secrets-reader",
+        "Azure Machine Learning Workspace Connection Secrets Reader",
+    )
+    ACR_PULL = "acr-pull", "AcrPull"
+    STORAGE_BLOB_DATA_READER = "storage-blob-data-reader", "Storage Blob Data Reader"
+    METRICS_WRITER = "metrics-writer", "Workspace metrics writer"
+
+
+ROLE_IDS = {
+    BuiltInRole.CONNECTION_SECRETS_READER: "ea01e6af-a1c1-4350-9563-ad00f8c72ec5",
+    BuiltInRole.ACR_PULL: "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+    BuiltInRole.STORAGE_BLOB_DATA_READER: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    BuiltInRole.METRICS_WRITER: "635dd51f-9968-44d3-b7fb-6d9a6bd613ae",
+}
+
+
+class RoleScope(models.TextChoices):
+    PROJECT = "project", "Project"
+    REGISTRY = "registry", "Environment registry"
+    STORAGE = "storage", "Storage"
+
+
+class PrincipalType(models.TextChoices):
+    SYSTEM_ASSIGNED = "system_assigned", "System-assigned identity"
+    USER_ASSIGNED = "user_assigned", "User-assigned identity"
+
+
+class RoleAssignment(models.Model):
+    """(principal, role, scope) in a project. The principal is a managed identity: an endpoint's
+    system-assigned one (Endpoint.principal_id) or a user-assigned one (ManagedIdentity.principal_id).
+    People's rights come from their Membership role instead."""
+
+    project = models.ForeignKey(Project, related_name="role_assignments", on_delete=models.CASCADE)
+    principal_id = models.UUIDField(db_index=True)
+    principal_type = models.CharField(max_length=20, choices=PrincipalType.choices)
+    principal_name = models.CharField(max_length=200, help_text="For lists: the endpoint or identity name.")
+    role = models.CharField(max_length=40, choices=BuiltInRole.choices)
+    scope = models.CharField(max_length=16, choices=RoleScope.choices, default=RoleScope.PROJECT)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__name", "principal_name", "role"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "principal_id", "role", "scope"], name="one_assignment")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_role_display()} for {self.principal_name} on {self.project} ({self.get_scope_display()})"
+
+
+class EntraAccount(models.Model):
+    """A local user signed in with Microsoft Entra ID, matched by the token's object id (oid)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, related_name="entra_account", on_delete=models.CASCADE)
+    object_id = models.CharField(max_length=64, unique=True)
+    tenant_id = models.CharField(max_length=64, blank=True)
+    last_sign_in = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.object_id})"
+
 
 class Connection(models.Model):
     """Credentials a flow uses to reach a provider. Secrets live only in `secrets_encrypted`."""
@@ -25,6 +172,9 @@ class Connection(models.Model):
         max_length=NAME_MAX_LENGTH,
         unique=True,
         validators=[RegexValidator(NAME_RE, message=NAME_RULE)],
+    )
+    project = models.ForeignKey(
+        Project, related_name="connections", on_delete=models.PROTECT, default=default_project_pk
     )
     type = models.CharField(max_length=32, choices=ConnectionType.choices)
     configs = models.JSONField(default=dict, blank=True, help_text="Non-secret values, by promptflow name.")
@@ -132,6 +282,8 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=100, db_index=True)
     target = models.CharField(max_length=300, blank=True, default="")
     detail = models.JSONField(default=dict, blank=True)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.GenericIPAddressField(null=True, blank=True, help_text="The caller's address.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

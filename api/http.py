@@ -3,6 +3,10 @@
 Errors are `{"error": {"code": ..., "message": ..., "field": ...}}` with the right status. Views raise
 ApiError (or the ValidationError, ConnectionSpecError and FlowImportError the services raise) and
 `api_view` turns them into that shape; nothing a user can cause becomes a 500.
+
+Who may do what is workspace/access.py's one rule: `find` looks an object up among the user's projects
+(404 when it is not there, the same answer whether it exists elsewhere or not at all) and checks the
+action; AccessDenied becomes 403 with its message, which names the role that is missing.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from api.models import PersonalAccessToken
 from flows.importing import FlowImportError
+from workspace import access
+from workspace.access import AccessDenied, Action
 from workspace.connections import ConnectionSpecError
 
 logger = logging.getLogger(__name__)
@@ -142,11 +149,24 @@ def authenticate(request: HttpRequest) -> None:
     request.api_token = None
 
 
-def require(request: HttpRequest, permission: str) -> None:
-    """Writes need staff, or the model's Django permission (e.g. endpoints.add_endpoint)."""
-    user = request.user
-    if not (user.is_staff or user.has_perm(permission)):
-        raise ApiError(403, "Forbidden", f"You need the {permission!r} permission (or staff) to do this.")
+def find(request: HttpRequest, action: Action, queryset: QuerySet, missing: str, **lookup: Any) -> Model:
+    """The object for `lookup` if the user may do `action` on it.
+
+    Not in one of the user's projects (or not at all): 404 with `missing`, so other projects' names do not
+    leak. In one of them but the role is too low: AccessDenied (403, saying which role is needed).
+    """
+    found = access.visible(request.user, queryset).filter(**lookup).first()
+    if found is None:
+        raise not_found(missing)
+    access.require_on(request.user, action, found)
+    return found
+
+
+def forbidden(exc: AccessDenied) -> JsonResponse:
+    """AccessDenied as the API answers it: 403 with its message, or 404 when the user is not a member."""
+    if not exc.visible:
+        return error_response(404, "NotFound", "Not found.")
+    return error_response(403, "Forbidden", exc.message)
 
 
 def parse_json(request: HttpRequest) -> dict:
@@ -199,6 +219,8 @@ def api_view(*methods: str, public: bool = False, multipart: bool = False) -> Ca
             except FlowImportError as exc:
                 error = _import_error(exc)
                 return error_response(400, error.code, error.message, error.field, **error.extra)
+            except AccessDenied as exc:
+                return forbidden(exc)
             except (Http404, ObjectDoesNotExist) as exc:
                 return error_response(404, "NotFound", str(exc) or "Not found.")
             except PermissionDenied as exc:

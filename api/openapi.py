@@ -6,8 +6,53 @@ from __future__ import annotations
 from typing import Any
 
 from endpoints.sizes import SIZES
+from workspace.access import MINIMUM_ROLE, ROLES_FROM, Action
 
 PREFIX = "/api/v1"
+
+# What each operation needs in the project that owns its object (workspace/access.py). None: any signed-in
+# user (the answer holds only their own things). Every authenticated operation must be listed here.
+NEEDS: dict[str, Action | None] = {
+    "me": None,
+    "listProjects": None,
+    "listConnections": Action.VIEW,
+    "createConnection": Action.DEPLOY,
+    "showConnection": Action.VIEW,
+    "updateConnection": Action.DEPLOY,
+    "deleteConnection": Action.DELETE,
+    "listFlows": Action.VIEW,
+    "createFlowVersion": Action.DEPLOY,
+    "showFlow": Action.VIEW,
+    "showFlowVersion": Action.VIEW,
+    "listOnlineEndpoints": Action.VIEW,
+    "createOnlineEndpoint": Action.DEPLOY,
+    "showOnlineEndpoint": Action.VIEW,
+    "updateOnlineEndpoint": Action.DEPLOY,
+    "deleteOnlineEndpoint": Action.DELETE,
+    "listKeys": Action.READ_KEYS,
+    "regenerateKeys": Action.READ_KEYS,
+    "getToken": Action.READ_KEYS,
+    "invoke": Action.TEST,
+    "listOnlineDeployments": Action.VIEW,
+    "showOnlineDeployment": Action.VIEW,
+    "createOrUpdateOnlineDeployment": Action.DEPLOY,
+    "deleteOnlineDeployment": Action.DELETE,
+    "getLogs": Action.DEPLOY,
+}
+NOTES = {
+    Action.VIEW: "Lists hold only the objects of your projects.",
+    Action.DEPLOY: "",
+    Action.READ_KEYS: "Keys and tokens are never shown to a Reader.",
+    Action.TEST: "A Reader may test: the endpoint's credentials stay in the studio.",
+}
+
+
+def needs_text(action: Action | None) -> str:
+    """The role an operation needs, as its description says it."""
+    if action is None:
+        return "Needs a signed-in user; the answer holds only their own projects."
+    roles = ROLES_FROM[MINIMUM_ROLE[action]]
+    return f"Needs {roles} in the object's project (action `{action}`). {NOTES.get(action, '')}".strip()
 
 
 def _ref(name: str) -> dict:
@@ -28,6 +73,14 @@ def _json(schema: dict) -> dict:
 
 def _error(description: str) -> dict:
     return {"description": description, **_json(_ref("Error"))}
+
+
+def _project_field(what: str) -> dict:
+    return {
+        "type": "string",
+        "description": f"{what} Default: your only project, else 'default'. Needs Contributor or Owner there; "
+        "not one of your projects answers 404 naming the field.",
+    }
 
 
 def _path_param(name: str, description: str, kind: str = "string") -> dict:
@@ -58,8 +111,8 @@ def _op(
     messages = {
         400: "Validation error; `field` names the offending field",
         401: "No, unknown, expired or revoked access token",
-        403: "Authenticated but not allowed (needs staff or the model permission)",
-        404: "No such resource",
+        403: "Your role in the object's project does not allow this; the message names the role needed",
+        404: "No such resource, or it is in a project you are not a member of (the same answer)",
         409: "Conflicts with the resource's current state (name taken, busy, being deleted)",
         413: "Upload too large",
         415: "The body is not JSON",
@@ -69,6 +122,12 @@ def _op(
     for code in sorted({*errors, *(() if public else (401,))}):
         responses[str(code)] = _error(messages[code])
     operation: dict[str, Any] = {"summary": summary, "tags": [tag], "operationId": operation_id, "responses": responses}
+    if not public:
+        action = NEEDS[operation_id]
+        operation["description"] = needs_text(action)
+        operation["x-flowdeploy-action"] = action.value if action else None
+        if action is not None and "403" not in responses and MINIMUM_ROLE[action] != "reader":
+            responses["403"] = _error(messages[403])
     if body is not None:
         operation["requestBody"] = {"required": True, "content": body}
     if public:
@@ -134,11 +193,20 @@ SCHEMAS: dict[str, dict] = {
             },
         },
     },
-    "Connection": {
+    "Project": {
         "type": "object",
-        "description": "Secret values are never returned; `secret_keys` names them.",
         "properties": {
             "name": {"type": "string"},
+            "description": {"type": "string"},
+            "role": {"type": "string", "enum": ["Owner", "Contributor", "Reader"], "description": "Your role"},
+        },
+    },
+    "Connection": {
+        "type": "object",
+        "description": "Secret values are never returned, to any role; `secret_keys` names them.",
+        "properties": {
+            "name": {"type": "string"},
+            "project": {"type": "string"},
             "type": {"type": "string", "enum": ["open_ai", "azure_open_ai", "serp", "serverless", "custom"]},
             "configs": _string_map(),
             "secret_keys": {"type": "array", "items": {"type": "string"}},
@@ -155,6 +223,7 @@ SCHEMAS: dict[str, dict] = {
         "required": ["name", "type"],
         "properties": {
             "name": {"type": "string"},
+            "project": _project_field("The new connection's project; on update it must be the connection's own."),
             "type": {"type": "string", "enum": ["open_ai", "azure_open_ai", "serp", "serverless", "custom"]},
             "api_key": {"type": "string", "format": "password"},
             "base_url": {"type": "string", "format": "uri"},
@@ -171,6 +240,7 @@ SCHEMAS: dict[str, dict] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
+            "project": {"type": "string"},
             "description": {"type": "string"},
             "latest_version": {"type": ["integer", "null"]},
             "versions": {
@@ -215,8 +285,9 @@ SCHEMAS: dict[str, dict] = {
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "description": "Defaults to the folder's name"},
-            "path": {"type": "string", "description": "An absolute folder on the server (staff only)"},
+            "path": {"type": "string", "description": "An absolute folder on the server (superusers only)"},
             "description": {"type": "string"},
+            "project": _project_field("A new flow's project; a new version stays in its flow's project."),
         },
     },
     "FlowZipImport": {
@@ -226,6 +297,7 @@ SCHEMAS: dict[str, dict] = {
             "name": {"type": "string", "description": "Defaults to the zip file's name"},
             "file": {"type": "string", "contentMediaType": "application/zip", "description": "The flow folder, zipped"},
             "description": {"type": "string"},
+            "project": _project_field("A new flow's project; a new version stays in its flow's project."),
         },
     },
     "Identity": {
@@ -243,6 +315,7 @@ SCHEMAS: dict[str, dict] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
+            "project": {"type": "string"},
             "description": {"type": "string"},
             "auth_mode": {"type": "string", "enum": ["key", "aml_token"]},
             "scoring_uri": {"type": "string", "format": "uri"},
@@ -273,12 +346,14 @@ SCHEMAS: dict[str, dict] = {
             "tags": _string_map(),
             "identity": _ref("Identity"),
             "enforce_access_to_connection_secrets": {"type": "boolean", "default": True},
+            "project": _project_field("The new endpoint's project."),
         },
     },
     "OnlineEndpointUpdate": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
+            "project": {"type": "string", "description": "Must be the endpoint's own: an endpoint cannot move"},
             "description": {"type": "string"},
             "tags": _string_map(),
             "traffic": {**_percent_map(), "description": "Deployment name to percent; sums to 100 (or 0)"},
@@ -439,6 +514,14 @@ def _paths() -> dict[str, dict]:
             )
         },
         f"{p}/me": {"get": _op("Who the token belongs to", "auth", (200, "The user", _ref("Me")), operation_id="me")},
+        f"{p}/projects": {
+            "get": _op(
+                "Your projects and your role in each (a superuser is Owner of every project)",
+                "projects",
+                (200, "Projects", {"type": "array", "items": _ref("Project")}),
+                operation_id="listProjects",
+            )
+        },
         f"{p}/connections": {
             "get": _op(
                 "List connections (no secrets)",
@@ -451,7 +534,7 @@ def _paths() -> dict[str, dict]:
                 "connections",
                 (201, "Created", _ref("Connection")),
                 json_body(_ref("ConnectionInput"))["content"],
-                errors=(400, 403, 409, 415),
+                errors=(400, 403, 404, 409, 415),
                 operation_id="createConnection",
             ),
         },
@@ -488,7 +571,7 @@ def _paths() -> dict[str, dict]:
                 operation_id="listFlows",
             ),
             "post": _op(
-                "Import a new flow version: a zip upload, or a folder on the server (staff only). promptflow "
+                "Import a new flow version: a zip upload, or a folder on the server (superusers only). promptflow "
                 "validates it; an invalid flow is refused with its message, node and line.",
                 "flows",
                 (201, "The new version", _ref("FlowVersion")),
@@ -496,7 +579,7 @@ def _paths() -> dict[str, dict]:
                     "multipart/form-data": {"schema": _ref("FlowZipImport")},
                     "application/json": {"schema": _ref("FlowFolderImport")},
                 },
-                errors=(400, 403, 413, 415),
+                errors=(400, 403, 404, 409, 413, 415),
                 operation_id="createFlowVersion",
             ),
         },
@@ -532,7 +615,7 @@ def _paths() -> dict[str, dict]:
                 "online-endpoints",
                 (201, "Created", _ref("OnlineEndpoint")),
                 json_body(_ref("OnlineEndpointCreate"))["content"],
-                errors=(400, 403, 409, 415),
+                errors=(400, 403, 404, 409, 415),
                 operation_id="createOnlineEndpoint",
             ),
         },
@@ -564,7 +647,7 @@ def _paths() -> dict[str, dict]:
         f"{p}/online-endpoints/{{name}}/list-keys": {
             "parameters": [ENDPOINT],
             "post": _op(
-                "The endpoint's keys (key-based endpoints; needs endpoints.change_endpoint or staff)",
+                "The endpoint's keys (key-based endpoints)",
                 "keys",
                 (200, "Keys", _ref("Keys")),
                 errors=(400, 403, 404),
@@ -658,7 +741,7 @@ def _paths() -> dict[str, dict]:
                 "An instance's log tail, or the deployment's events",
                 "online-deployments",
                 (200, "Logs", _ref("Logs")),
-                errors=(400, 404),
+                errors=(400, 403, 404),
                 operation_id="getLogs",
             ),
         },
@@ -675,8 +758,11 @@ def document() -> dict:
             "title": "Flowdeploy management API",
             "version": "1",
             "description": "Connections, flows, online endpoints and deployments, keys and invoke. Authenticate "
-            "with `Authorization: Bearer fdp_...` (POST /api/v1/auth/token, or `flowdeploy login`). Reading "
-            "needs any account; writing needs staff or the model's Django permission. Errors are "
+            "with `Authorization: Bearer fdp_...` (POST /api/v1/auth/token, or `flowdeploy login`). Every "
+            "flow, connection and endpoint belongs to a project; what you may do follows from your role there "
+            "(Reader: look and test; Contributor: also create, change, delete, keys, logs; Owner: also manage "
+            "access), and each operation's description says what it needs. Objects of projects you are not a "
+            "member of answer 404, as if they did not exist. Errors are "
             '`{"error": {"code", "message", "field"}}`.',
         },
         "servers": [{"url": "/"}],
@@ -685,6 +771,7 @@ def document() -> dict:
             {"name": name}
             for name in (
                 "auth",
+                "projects",
                 "connections",
                 "flows",
                 "online-endpoints",

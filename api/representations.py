@@ -15,7 +15,7 @@ from endpoints.models import (
     InstanceState,
 )
 from flows.models import Flow, FlowVersion
-from workspace.models import Connection
+from workspace.models import Connection, Project, ProjectRole
 
 EVENTS_IN_SHOW = 50
 
@@ -24,9 +24,15 @@ def timestamp(value) -> str | None:
     return value.isoformat() if value else None
 
 
+def project_json(project: Project, role: ProjectRole) -> dict:
+    return {"name": project.name, "description": project.description, "role": role.label}
+
+
 def connection_json(connection: Connection) -> dict:
+    """No secret values, whatever the caller's role: `secret_keys` only names them."""
     return {
         "name": connection.name,
+        "project": connection.project.name,
         "type": connection.type,
         "configs": dict(connection.configs),
         "secret_keys": list(connection.secret_keys),
@@ -41,6 +47,7 @@ def flow_json(flow: Flow, versions: list[FlowVersion] | None = None) -> dict:
     latest = versions[-1] if versions else None
     return {
         "name": flow.name,
+        "project": flow.project.name,
         "description": flow.description,
         "latest_version": latest.version if latest else None,
         "versions": [
@@ -100,6 +107,7 @@ def endpoint_json(endpoint: Endpoint, deployments: list[Deployment] | None = Non
         identity["user_assigned_identities"] = [{"resource_id": endpoint.user_assigned_identity}]
     return {
         "name": endpoint.name,
+        "project": endpoint.project.name,
         "description": endpoint.description,
         "auth_mode": endpoint.auth_type,
         "scoring_uri": scoring_uri(endpoint),

@@ -9,6 +9,7 @@ urlpatterns = [
     path("openapi.json", views.openapi, name="openapi"),
     path("auth/token", views.token, name="token"),
     path("me", views.me, name="me"),
+    path("projects", views.projects, name="projects"),
     path("connections", views.connections, name="connections"),
     path("connections/<str:name>", views.connection, name="connection"),
     path("flows", views.flows, name="flows"),

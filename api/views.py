@@ -2,6 +2,12 @@
 
 Function views decorated with `api_view`; each one checks what it needs, calls the service that does
 the work and answers with the representation of the row (api/representations.py).
+
+What each route needs is an Action of workspace/access.py on the project that owns the object (written
+in api/openapi.py too): reading needs VIEW (Reader), invoke TEST (Reader), creating and changing DEPLOY
+(Contributor), deleting DELETE, keys and tokens READ_KEYS (Contributor), an instance's logs DEPLOY
+(Azure's Reader cannot get deployment logs either), a folder on the server's disk IMPORT_FOLDER
+(superuser). Lists hold only the objects of the user's projects.
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ from api.http import (
     bad_request,
     conflict,
     field,
+    find,
     not_found,
     ok,
     reject_unknown,
-    require,
     validation_error,
 )
 from api.models import PersonalAccessToken
@@ -37,8 +43,10 @@ from endpoints import scoring, services
 from endpoints.models import AuthType, Deployment, DeploymentState, Endpoint, IdentityType
 from flows import importing
 from flows.models import Flow, FlowSource, FlowVersion
+from workspace import access
+from workspace.access import Action
 from workspace.connections import ConnectionSpec, delete_connection, parse_promptflow_yaml, save_connection
-from workspace.models import Connection
+from workspace.models import Connection, Membership, Project, ProjectRole
 
 MAX_TOKEN_DAYS = 366
 MAX_LOG_LINES = 5000
@@ -55,8 +63,9 @@ ENDPOINT_CREATE_FIELDS = (
     "tags",
     "identity",
     "enforce_access_to_connection_secrets",
+    "project",
 )
-ENDPOINT_UPDATE_FIELDS = ("name", "description", "tags", "traffic", "mirror_traffic")
+ENDPOINT_UPDATE_FIELDS = ("name", "project", "description", "tags", "traffic", "mirror_traffic")
 DEPLOYMENT_FIELDS = ("name", "endpoint_name", "flow", *services.DEPLOYMENT_DEFAULTS)
 
 
@@ -110,14 +119,60 @@ def openapi(request):
     return ok(document())
 
 
+# --- projects ------------------------------------------------------------------------------------
+
+
+@api_view("GET")
+def projects(request):
+    """The user's projects and their role in each (Owner of every project for a superuser)."""
+    user = request.user
+    roles = dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
+    rows = access.visible_projects(user).order_by("name").distinct()
+    return ok(
+        [
+            rep.project_json(project, ProjectRole.OWNER if user.is_superuser else ProjectRole(roles[project.pk]))
+            for project in rows
+        ]
+    )
+
+
+def _target_project(request, name) -> Project:
+    """Where a new flow, connection or endpoint goes: the `project` named in the body, else the user's only
+    project, else "default". Not one of the user's projects: 404 naming the field; a Reader there: 403."""
+    user = request.user
+    mine = access.visible_projects(user)
+    if name is None or name == "":
+        only = list(mine.order_by("name")[:2])
+        project = only[0] if len(only) == 1 else Project.default()
+    elif not isinstance(name, str):
+        raise bad_request("project: expected a string (the project's name).", "project")
+    else:
+        project = mine.filter(name=name).first()
+    if project is None or access.role_in(user, project) is None:
+        shown = name or (project.name if project else "")
+        raise ApiError(
+            404,
+            "NotFound",
+            f"project: you are not a member of a project named {shown!r} (GET /api/v1/projects lists yours).",
+            "project",
+        )
+    access.require(user, Action.DEPLOY, project)
+    return project
+
+
+def _same_project(data: dict, current: Project, what: str) -> None:
+    """`project` may be sent back as it was shown; it cannot change."""
+    named = data.get("project")
+    if named not in (None, current.name):
+        raise bad_request(f"project: {what} belongs to project {current.name!r} and cannot move.", "project")
+
+
 # --- connections ---------------------------------------------------------------------------------
 
 
-def _connection(name: str) -> Connection:
-    connection = Connection.objects.filter(name=name).first()
-    if connection is None:
-        raise not_found(f"There is no connection named {name!r}.")
-    return connection
+def _connection(request, name: str, action: Action = Action.VIEW) -> Connection:
+    missing = f"There is no connection named {name!r}."
+    return find(request, action, Connection.objects.select_related("project"), missing, name=name)
 
 
 def _connection_spec(data: dict) -> ConnectionSpec:
@@ -128,76 +183,103 @@ def _connection_spec(data: dict) -> ConnectionSpec:
 @api_view("GET", "POST")
 def connections(request):
     if request.method == "POST":
-        require(request, "workspace.add_connection")
-        spec = _connection_spec(request.data)
+        data = dict(request.data)
+        project = _target_project(request, data.pop("project", None))
+        spec = _connection_spec(data)
         if Connection.objects.filter(name=spec.name).exists():
             raise conflict(f"A connection named {spec.name!r} already exists.", "name")
-        return ok(rep.connection_json(save_connection(spec, actor=request.user)), 201)
-    return ok([rep.connection_json(c) for c in Connection.objects.order_by("name")])
+        created = save_connection(spec, actor=request.user)
+        Connection.objects.filter(pk=created.pk).update(project=project)
+        created.project = project
+        return ok(rep.connection_json(created), 201)
+    rows = access.visible(request.user, Connection.objects.select_related("project")).order_by("name")
+    return ok([rep.connection_json(c) for c in rows])
 
 
 @api_view("GET", "PUT", "DELETE")
 def connection(request, name: str):
-    existing = _connection(name)
     if request.method == "PUT":
-        require(request, "workspace.change_connection")
+        existing = _connection(request, name, Action.DEPLOY)
+        _same_project(request.data, existing.project, f"connection {name}")
         data = {"name": name, "type": existing.type, **request.data}
+        data.pop("project", None)
         if data["name"] != name:
             raise bad_request(f"name: the body names {data['name']!r} but the URL names {name!r}.", "name")
         spec = _connection_spec(data)
         return ok(rep.connection_json(save_connection(spec, actor=request.user, update=True)))
     if request.method == "DELETE":
-        require(request, "workspace.delete_connection")
+        existing = _connection(request, name, Action.DELETE)
         delete_connection(existing, actor=request.user)
         return ok({"name": name, "deleted": True})
-    return ok(rep.connection_json(existing))
+    return ok(rep.connection_json(_connection(request, name)))
 
 
 # --- flows ---------------------------------------------------------------------------------------
 
 
-def _flow(name: str) -> Flow:
-    flow = Flow.objects.filter(name=name).first()
-    if flow is None:
-        raise not_found(f"There is no flow named {name!r}.")
-    return flow
+def _flow(request, name: str, action: Action = Action.VIEW) -> Flow:
+    return find(request, action, Flow.objects.select_related("project"), f"There is no flow named {name!r}.", name=name)
 
 
 @api_view("GET", "POST", multipart=True)
 def flows(request):
     if request.method == "POST":
-        require(request, "flows.add_flow")
         version = _import_flow(request)
         description = request.data.get("description") or request.POST.get("description")
         if description:
             Flow.objects.filter(pk=version.flow_id).update(description=str(description))
         return ok(rep.flow_version_json(version), 201)
-    rows = Flow.objects.prefetch_related("versions").order_by("name")
-    return ok([rep.flow_json(flow) for flow in rows if flow.versions.all()])
+    rows = access.visible(request.user, Flow.objects.select_related("project").prefetch_related("versions"))
+    return ok([rep.flow_json(flow) for flow in rows.order_by("name") if flow.versions.all()])
 
 
 def _import_flow(request) -> FlowVersion:
+    """A new version of a flow of the user's (DEPLOY on its project), or a new flow in the target project."""
     if request.content_type == "multipart/form-data":
         upload = request.FILES.get("file")
+        name = request.POST.get("name") or importing.default_name(getattr(upload, "name", "") or "flow.zip")
+        project = _flow_project(request, _flow_name(name), request.POST.get("project"))
         if upload is None:
             raise bad_request("file: attach the flow as a zip file in the 'file' field.", "file")
-        name = request.POST.get("name") or importing.default_name(upload.name or "flow.zip")
         if upload.size > settings.FLOWDEPLOY_MAX_UPLOAD_BYTES:
             limit = settings.FLOWDEPLOY_MAX_UPLOAD_BYTES // (1024 * 1024)
             raise ApiError(413, "TooLarge", f"file: the zip is larger than {limit} MB.", "file")
-        return importing.import_zip(upload, _flow_name(name), request.user, source_detail=upload.name or "")
+        version = importing.import_zip(upload, _flow_name(name), request.user, source_detail=upload.name or "")
+        return _placed(version, project)
     data = request.data
-    reject_unknown(data, ("name", "path", "description"), "a flow import (or send multipart with name and file)")
+    reject_unknown(
+        data, ("name", "path", "description", "project"), "a flow import (or send multipart with name and file)"
+    )
     path = field(data, "path", str, required=True)
-    if not request.user.is_staff:
-        raise ApiError(403, "Forbidden", "Only staff may import a folder on the server; upload a zip instead.", "path")
     folder = Path(path)
+    name = _flow_name(field(data, "name", str) or importing.default_name(folder.name))
+    project = _flow_project(request, name, field(data, "project", str))
+    access.require(request.user, Action.IMPORT_FOLDER, project)
     if not folder.is_absolute():
         raise bad_request("path: give an absolute path to a folder on the server.", "path")
     if not folder.is_dir():
         raise bad_request(f"path: there is no folder at {path} on the server.", "path")
-    name = field(data, "name", str) or importing.default_name(folder.name)
-    return importing.import_folder(folder, _flow_name(name), request.user, FlowSource.FOLDER, str(folder))
+    version = importing.import_folder(folder, name, request.user, FlowSource.FOLDER, str(folder))
+    return _placed(version, project)
+
+
+def _flow_project(request, name: str, project_name) -> Project:
+    """The project the import goes to: the existing flow's (DEPLOY there), or the target project for a new one."""
+    existing = Flow.objects.select_related("project").filter(name=name).first()
+    if existing is None:
+        return _target_project(request, project_name)
+    if access.role_in(request.user, existing.project) is None:
+        raise conflict(f"name: a flow named {name!r} already exists in a project you are not a member of.", "name")
+    access.require(request.user, Action.DEPLOY, existing.project)
+    _same_project({"project": project_name or None}, existing.project, f"flow {name}")
+    return existing.project
+
+
+def _placed(version: FlowVersion, project: Project) -> FlowVersion:
+    """A flow the import just created goes to `project` (the importer creates it in the default project)."""
+    Flow.objects.filter(pk=version.flow_id).exclude(project=project).update(project=project)
+    version.flow.project = project
+    return version
 
 
 def _flow_name(name: str) -> str:
@@ -209,20 +291,20 @@ def _flow_name(name: str) -> str:
 
 @api_view("GET")
 def flow(request, name: str):
-    found = _flow(name)
+    found = _flow(request, name)
     return ok(rep.flow_json(found))
 
 
 @api_view("GET")
 def flow_version(request, name: str, version: int):
-    found = FlowVersion.objects.select_related("flow").filter(flow__name=name, version=version).first()
-    if found is None:
-        _flow(name)
+    found = _flow(request, name)
+    row = found.versions.filter(version=version).first()
+    if row is None:
         raise not_found(f"Flow {name!r} has no version {version}.")
-    return ok(rep.flow_version_json(found))
+    return ok(rep.flow_version_json(row))
 
 
-def find_flow_version(reference: str, field_name: str = "flow") -> FlowVersion:
+def find_flow_version(request, reference: str, field_name: str = "flow") -> FlowVersion:
     """`name:version`, `name@latest` or `name` (latest), with an optional `azureml:` in front."""
     text = reference.strip().removeprefix("azureml:")
     name, version = text, None
@@ -235,7 +317,8 @@ def find_flow_version(reference: str, field_name: str = "flow") -> FlowVersion:
         if not number.isdigit():
             raise bad_request(f"{field_name}: give name:version with a whole number, not {reference!r}.", field_name)
         version = int(number)
-    versions = FlowVersion.objects.select_related("flow").filter(flow__name=name)
+    rows = FlowVersion.objects.select_related("flow").filter(flow__name=name)
+    versions = access.visible(request.user, rows, "flow__project")
     found = versions.filter(version=version).first() if version else versions.order_by("-version").first()
     if found is None:
         what = f"version {version} of flow {name!r}" if version else f"flow {name!r}"
@@ -247,14 +330,12 @@ def find_flow_version(reference: str, field_name: str = "flow") -> FlowVersion:
 
 
 def _endpoints():
-    return Endpoint.objects.prefetch_related(Prefetch("deployments", queryset=Deployment.objects.order_by("name")))
+    deployments = Prefetch("deployments", queryset=Deployment.objects.order_by("name"))
+    return Endpoint.objects.select_related("project").prefetch_related(deployments)
 
 
-def _endpoint(name: str) -> Endpoint:
-    endpoint = _endpoints().filter(name=name).first()
-    if endpoint is None:
-        raise not_found(f"There is no online endpoint named {name!r}.")
-    return endpoint
+def _endpoint(request, name: str, action: Action = Action.VIEW) -> Endpoint:
+    return find(request, action, _endpoints(), f"There is no online endpoint named {name!r}.", name=name)
 
 
 def _identity(data: dict) -> tuple[str, str]:
@@ -283,14 +364,14 @@ def _identity(data: dict) -> tuple[str, str]:
 @api_view("GET", "POST")
 def online_endpoints(request):
     if request.method == "POST":
-        require(request, "endpoints.add_endpoint")
         return _create_endpoint(request)
-    rows = _endpoints().order_by("name")
+    rows = access.visible(request.user, _endpoints()).order_by("name")
     return ok([rep.endpoint_json(e, list(e.deployments.all())) for e in rows])
 
 
 def _create_endpoint(request):
     data = request.data
+    project = _target_project(request, data.get("project"))
     reject_unknown(data, ENDPOINT_CREATE_FIELDS, "an online endpoint")
     name = field(data, "name", str, required=True)
     if Endpoint.objects.filter(name=name).exists():
@@ -311,17 +392,17 @@ def _create_endpoint(request):
         )
     except ValidationError as exc:
         raise validation_error(exc, ENDPOINT_RENAMES) from None
+    Endpoint.objects.filter(pk=endpoint.pk).update(project=project)
+    endpoint.project = project
     return ok(rep.endpoint_json(endpoint, []), 201)
 
 
 @api_view("GET", "PATCH", "DELETE")
 def online_endpoint(request, name: str):
-    endpoint = _endpoint(name)
     if request.method == "PATCH":
-        require(request, "endpoints.change_endpoint")
-        return _update_endpoint(request, endpoint)
+        return _update_endpoint(request, _endpoint(request, name, Action.DEPLOY))
+    endpoint = _endpoint(request, name, Action.DELETE if request.method == "DELETE" else Action.VIEW)
     if request.method == "DELETE":
-        require(request, "endpoints.delete_endpoint")
         if not endpoint.deleting:
             services.delete_endpoint(endpoint, user=request.user)
         return ok({"name": name, "provisioning_state": "Deleting"}, 202)
@@ -333,6 +414,7 @@ def _update_endpoint(request, endpoint: Endpoint):
     reject_unknown(data, ENDPOINT_UPDATE_FIELDS, "an online endpoint update")
     if data.get("name", endpoint.name) != endpoint.name:
         raise bad_request("name: an endpoint cannot be renamed.", "name")
+    _same_project(data, endpoint.project, f"endpoint {endpoint.name}")
     if endpoint.deleting:
         raise conflict(f"Endpoint {endpoint.name} is being deleted.")
     tags = field(data, "tags", dict)
@@ -343,13 +425,12 @@ def _update_endpoint(request, endpoint: Endpoint):
         services.update_endpoint(endpoint, tags=tags, description=description, user=request.user)
     if traffic is not None or mirror is not None:
         services.set_traffic(endpoint, endpoint.traffic if traffic is None else traffic, mirror, user=request.user)
-    return ok(rep.endpoint_json(_endpoint(endpoint.name)))
+    return ok(rep.endpoint_json(_endpoint(request, endpoint.name)))
 
 
 @api_view("POST")
 def list_keys(request, name: str):
-    require(request, "endpoints.change_endpoint")
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name, Action.READ_KEYS)
     try:
         return ok(services.credentials(endpoint))
     except ValidationError as exc:
@@ -358,8 +439,7 @@ def list_keys(request, name: str):
 
 @api_view("POST")
 def regenerate_keys(request, name: str):
-    require(request, "endpoints.change_endpoint")
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name, Action.READ_KEYS)
     reject_unknown(request.data, ("key_type",), "a key regeneration")
     key_type = field(request.data, "key_type", str, required=True)
     try:
@@ -371,8 +451,7 @@ def regenerate_keys(request, name: str):
 
 @api_view("POST")
 def endpoint_token(request, name: str):
-    require(request, "endpoints.change_endpoint")
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name, Action.READ_KEYS)
     try:
         return ok(services.issue_token(endpoint))
     except ValidationError as exc:
@@ -381,9 +460,10 @@ def endpoint_token(request, name: str):
 
 @api_view("POST")
 def invoke(request, name: str):
-    """Score through the gateway with the endpoint's own credentials, and relay its status and answer."""
-    require(request, "endpoints.change_endpoint")
-    endpoint = _endpoint(name)
+    """Score through the gateway with the endpoint's own credentials, and relay its status and answer.
+
+    Testing through the studio is a Reader's right (TEST): the credentials never reach the caller."""
+    endpoint = _endpoint(request, name, Action.TEST)
     pinned = request.GET.get("deployment_name", "")
     if pinned and not endpoint.deployments.filter(name=pinned).exists():
         raise bad_request(f"deployment_name: endpoint {name} has no deployment named {pinned!r}.", "deployment_name")
@@ -403,21 +483,19 @@ def invoke(request, name: str):
 # --- online deployments --------------------------------------------------------------------------
 
 
-def _deployment(endpoint_name: str, name: str) -> Deployment:
+def _deployment(request, endpoint_name: str, name: str, action: Action = Action.VIEW) -> Deployment:
+    endpoint = _endpoint(request, endpoint_name, action)
     deployment = (
-        Deployment.objects.select_related("endpoint", "flow_version__flow")
-        .filter(endpoint__name=endpoint_name, name=name)
-        .first()
+        Deployment.objects.select_related("endpoint", "flow_version__flow").filter(endpoint=endpoint, name=name).first()
     )
     if deployment is None:
-        _endpoint(endpoint_name)
         raise not_found(f"Online endpoint {endpoint_name} has no deployment named {name!r}.")
     return deployment
 
 
 @api_view("GET")
 def online_deployments(request, endpoint: str):
-    found = _endpoint(endpoint)
+    found = _endpoint(request, endpoint)
     rows = found.deployments.select_related("endpoint", "flow_version__flow").order_by("name")
     return ok([rep.deployment_json(d) for d in rows])
 
@@ -425,10 +503,9 @@ def online_deployments(request, endpoint: str):
 @api_view("GET", "PUT", "DELETE")
 def online_deployment(request, endpoint: str, name: str):
     if request.method == "PUT":
-        return _put_deployment(request, _endpoint(endpoint), name)
-    deployment = _deployment(endpoint, name)
+        return _put_deployment(request, _endpoint(request, endpoint, Action.DEPLOY), name)
+    deployment = _deployment(request, endpoint, name, Action.DELETE if request.method == "DELETE" else Action.VIEW)
     if request.method == "DELETE":
-        require(request, "endpoints.delete_deployment")
         if deployment.state != DeploymentState.DELETING:
             try:
                 services.delete_deployment(deployment, user=request.user)
@@ -447,23 +524,24 @@ def _put_deployment(request, endpoint: Endpoint, name: str):
         if data.get(key, expected) != expected:
             raise bad_request(f"{key}: the body names {data[key]!r} but the URL names {expected!r}.", key)
     existing = endpoint.deployments.filter(name=name).first()
-    require(request, "endpoints.change_deployment" if existing else "endpoints.add_deployment")
     if endpoint.deleting:
         raise conflict(f"Endpoint {endpoint.name} is being deleted.")
     if existing and existing.is_busy:
         raise conflict(f"Deployment {name} is {existing.state.lower()}; wait until it finishes.", "name")
     reference = field(data, "flow", str, required=existing is None)
-    flow_version = find_flow_version(reference) if reference else existing.flow_version
+    flow_version = find_flow_version(request, reference) if reference else existing.flow_version
     values = {key: data[key] for key in services.DEPLOYMENT_DEFAULTS if key in data}
     deployment = services.create_or_update_deployment(endpoint, name, flow_version, user=request.user, **values)
-    deployment = _deployment(endpoint.name, name)
+    deployment = _deployment(request, endpoint.name, name)
     return ok(rep.deployment_json(deployment, detail=True), 200 if existing else 201)
 
 
 @api_view("GET")
 def deployment_logs(request, endpoint: str, name: str):
-    """An instance's log tail (like `az ml online-deployment get-logs`), or the deployment's events."""
-    deployment = _deployment(endpoint, name)
+    """An instance's log tail (like `az ml online-deployment get-logs`), or the deployment's events.
+
+    Needs DEPLOY (Contributor), as Azure's getLogs action is not in its Reader role: logs can hold inputs."""
+    deployment = _deployment(request, endpoint, name, Action.DEPLOY)
     lines = _int_param(request, "lines", 100, 1, MAX_LOG_LINES)
     container = request.GET.get("container") or "inference-server"
     if container not in LOG_CONTAINERS:

@@ -4,6 +4,8 @@ import json
 
 from django.contrib.auth.models import Permission
 
+from workspace.models import Membership, Project, ProjectRole
+
 PASSWORD = "pw-api-tests-123"
 
 
@@ -47,3 +49,9 @@ def grant(user, *permissions: str) -> None:
     for permission in permissions:
         app_label, codename = permission.split(".")
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+
+
+def member(user, role: ProjectRole, project: Project | None = None):
+    """Make `user` a member of `project` (default: the default project) with `role`; returns the user."""
+    Membership.objects.update_or_create(project=project or Project.default(), user=user, defaults={"role": role})
+    return user

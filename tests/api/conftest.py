@@ -1,22 +1,30 @@
-"""Users with and without rights, their tokens, and a test client that speaks JSON with a bearer token."""
+"""Users and their roles in the default project, their tokens, and a test client that speaks JSON with a
+bearer token."""
 
 import pytest
-from api_client import PASSWORD, Api
+from api_client import PASSWORD, Api, member
 
 from api.models import PersonalAccessToken
 from endpoints.models import Endpoint
 from flows.models import Flow, FlowSource, FlowVersion
+from workspace.models import ProjectRole
 
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("ops", password=PASSWORD, is_staff=True)
+    """Owner of the default project (is_staff no longer grants anything in the API)."""
+    return member(django_user_model.objects.create_user("ops", password=PASSWORD, is_staff=True), ProjectRole.OWNER)
 
 
 @pytest.fixture
 def reader(django_user_model):
-    """Signed up, no permission: may read everything but change nothing."""
-    return django_user_model.objects.create_user("reader", password=PASSWORD)
+    """Reader of the default project: may look and test but change nothing."""
+    return member(django_user_model.objects.create_user("reader", password=PASSWORD), ProjectRole.READER)
+
+
+@pytest.fixture
+def contributor(django_user_model):
+    return member(django_user_model.objects.create_user("dev", password=PASSWORD), ProjectRole.CONTRIBUTOR)
 
 
 @pytest.fixture
@@ -27,6 +35,17 @@ def api(client, staff) -> Api:
 @pytest.fixture
 def reader_api(client, reader) -> Api:
     return Api(client, PersonalAccessToken.issue(reader)[1])
+
+
+@pytest.fixture
+def contributor_api(client, contributor) -> Api:
+    return Api(client, PersonalAccessToken.issue(contributor)[1])
+
+
+@pytest.fixture
+def admin_api(client, admin_user) -> Api:
+    """A superuser's: Owner of every project, and the only one who may import a folder from the server."""
+    return Api(client, PersonalAccessToken.issue(admin_user)[1])
 
 
 @pytest.fixture

@@ -1,9 +1,8 @@
 """Online endpoints through the API: create, show, update, traffic, delete, keys and tokens."""
 
 import pytest
-from api_client import Api, error, grant
+from api_client import error
 
-from api.models import PersonalAccessToken
 from endpoints import services
 from endpoints.models import Deployment, DeploymentState, Endpoint
 
@@ -187,16 +186,16 @@ def test_it_lets_a_reader_read_but_not_write_or_see_keys(reader_api, endpoint):
         reader_api.delete("/online-endpoints/ep-one"),
         reader_api.post("/online-endpoints/ep-one/list-keys"),
         reader_api.post("/online-endpoints/ep-one/regenerate-keys", {"key_type": "primary"}),
-        reader_api.post("/online-endpoints/ep-one/invoke", {"url": "x"}),
+        reader_api.post("/online-endpoints/ep-one/token"),
     ):
         assert response.status_code == 403, response.content
+        assert "needs Contributor or Owner" in error(response)["message"]
 
 
-def test_it_lets_a_user_with_add_endpoint_create_one(client, reader):
-    grant(reader, "endpoints.add_endpoint")
-    api = Api(client, PersonalAccessToken.issue(reader)[1])
-    assert api.post("/online-endpoints", {"name": "ep-mine"}).status_code == 201
-    assert api.post("/online-endpoints/ep-mine/list-keys").status_code == 403
+def test_it_lets_a_contributor_create_one_and_see_its_keys(contributor_api):
+    created = contributor_api.post("/online-endpoints", {"name": "ep-mine"})
+    assert created.status_code == 201 and created.json()["project"] == "default"
+    assert set(contributor_api.post("/online-endpoints/ep-mine/list-keys").json()) == {"primaryKey", "secondaryKey"}
 
 
 def test_it_records_who_created_an_endpoint(api, staff):

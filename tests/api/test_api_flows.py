@@ -4,10 +4,9 @@ import io
 import zipfile
 
 import pytest
-from api_client import Api, error, grant
+from api_client import Api, error
 from support import FIXTURE_FLOWS
 
-from api.models import PersonalAccessToken
 from flows.models import Flow
 
 pytestmark = pytest.mark.django_db
@@ -75,7 +74,8 @@ def test_it_names_a_bad_flow_name(api):
     assert error(response)["field"] == "name"
 
 
-def test_it_imports_a_server_folder_for_staff(api, flow_runtime, isolated_flow_dirs):
+def test_it_imports_a_server_folder_for_a_superuser(admin_api, flow_runtime, isolated_flow_dirs):
+    api = admin_api
     folder = FIXTURE_FLOWS / "web-classification-offline"
     response = api.post("/flows", {"name": "web", "path": str(folder), "description": "Classifies URLs"})
     assert response.status_code == 201, response.content
@@ -83,12 +83,10 @@ def test_it_imports_a_server_folder_for_staff(api, flow_runtime, isolated_flow_d
     assert api.get("/flows/web").json()["description"] == "Classifies URLs"
 
 
-def test_it_refuses_a_server_folder_to_someone_who_is_not_staff(client, reader):
-    grant(reader, "flows.add_flow")
-    api = Api(client, PersonalAccessToken.issue(reader)[1])
+def test_it_refuses_a_server_folder_to_an_owner_who_is_not_a_superuser(api):
     response = api.post("/flows", {"name": "web", "path": str(FIXTURE_FLOWS / "web-classification-offline")})
     assert response.status_code == 403
-    assert error(response)["field"] == "path"
+    assert "superusers" in error(response)["message"]
 
 
 def test_it_refuses_an_upload_to_a_reader(reader_api):
@@ -97,8 +95,8 @@ def test_it_refuses_an_upload_to_a_reader(reader_api):
 
 
 @pytest.mark.parametrize(("path", "field"), [("relative/flow", "path"), ("/no/such/folder", "path"), (None, "path")])
-def test_it_names_a_bad_folder(api, path, field):
-    response = api.post("/flows", {"name": "web", "path": path})
+def test_it_names_a_bad_folder(admin_api, path, field):
+    response = admin_api.post("/flows", {"name": "web", "path": path})
     assert response.status_code == 400
     assert error(response)["field"] == field
 

@@ -190,6 +190,29 @@ FLOWDEPLOY_BUILD_LOG_RETENTION_DAYS = envint("FLOWDEPLOY_BUILD_LOG_RETENTION_DAY
 FLOWDEPLOY_RUN_DATA_RETENTION_DAYS = envint("FLOWDEPLOY_RUN_DATA_RETENTION_DAYS", 30, minimum=0)
 FLOWDEPLOY_EVENTS_PER_DEPLOYMENT = envint("FLOWDEPLOY_EVENTS_PER_DEPLOYMENT", 500, minimum=10)
 
+# Sign-in with Microsoft Entra ID (docs/sign-in.md), beside local accounts, when tenant, client id and secret are set.
+FLOWDEPLOY_ENTRA_TENANT_ID = envstr("FLOWDEPLOY_ENTRA_TENANT_ID").strip()
+FLOWDEPLOY_ENTRA_CLIENT_ID = envstr("FLOWDEPLOY_ENTRA_CLIENT_ID").strip()
+FLOWDEPLOY_ENTRA_CLIENT_SECRET = envstr("FLOWDEPLOY_ENTRA_CLIENT_SECRET").strip()
+# The OpenID Connect authority (the issuer) of another cloud or provider, https only; default:
+# https://login.microsoftonline.com/<tenant>/v2.0
+FLOWDEPLOY_ENTRA_AUTHORITY = envstr("FLOWDEPLOY_ENTRA_AUTHORITY").strip().rstrip("/")
+if FLOWDEPLOY_ENTRA_AUTHORITY and not FLOWDEPLOY_ENTRA_AUTHORITY.startswith("https://"):
+    raise ImproperlyConfigured(
+        f"FLOWDEPLOY_ENTRA_AUTHORITY must be an https:// URL, not {FLOWDEPLOY_ENTRA_AUTHORITY!r}"
+    )
+# A CA file to trust for the authority (a provider with a private CA); default: the system's CAs.
+FLOWDEPLOY_ENTRA_CA_BUNDLE = envstr("FLOWDEPLOY_ENTRA_CA_BUNDLE").strip()
+# Reverse proxies whose X-Forwarded-For the audit log believes for the caller's address (addresses or networks).
+FLOWDEPLOY_TRUSTED_PROXIES = envlist("FLOWDEPLOY_TRUSTED_PROXIES")
+for _network in FLOWDEPLOY_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"FLOWDEPLOY_TRUSTED_PROXIES must list addresses or networks such as 10.0.0.5, not {_network!r}"
+        ) from None
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -55,11 +55,13 @@ class EndpointAdminForm(forms.ModelForm):
 @admin.register(Endpoint)
 class EndpointAdmin(admin.ModelAdmin):
     form = EndpointAdminForm
-    list_display = ("name", "auth_type", "identity_type", "traffic", "provider", "created_by", "created_at")
-    list_filter = ("auth_type", "identity_type", "provider")
-    search_fields = ("name", "description")
+    list_display = ("name", "project", "auth_type", "identity_type", "traffic", "provider", "created_by", "created_at")
+    list_filter = ("project", "auth_type", "identity_type", "provider")
+    search_fields = ("name", "description", "principal_id")
+    list_select_related = ("project", "created_by")
     fields = (
         "name",
+        "project",
         "description",
         "tags",
         "auth_type",
@@ -116,8 +118,9 @@ class EventInline(admin.TabularInline):
 @admin.register(Deployment)
 class DeploymentAdmin(ReadOnlyAdmin):
     list_display = ("__str__", "flow_version", "state", "phase", "vm_size", "instance_count", "created_at")
-    list_filter = ("state", "phase", "vm_size")
+    list_filter = ("state", "phase", "vm_size", "endpoint__project")
     search_fields = ("name", "endpoint__name", "flow_version__flow__name")
+    list_select_related = ("endpoint", "flow_version__flow")
     inlines = [InstanceInline, EventInline]
 
 
@@ -125,6 +128,8 @@ class DeploymentAdmin(ReadOnlyAdmin):
 class InstanceAdmin(ReadOnlyAdmin):
     list_display = ("__str__", "state", "port", "pid", "restarts", "started_at")
     list_filter = ("state",)
+    search_fields = ("id", "deployment__name", "deployment__endpoint__name", "pid", "port")
+    list_select_related = ("deployment__endpoint",)
 
 
 @admin.register(DeploymentEvent)

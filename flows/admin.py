@@ -14,9 +14,16 @@ class FlowVersionInline(admin.TabularInline):
 
 @admin.register(Flow)
 class FlowAdmin(admin.ModelAdmin):
-    list_display = ("name", "version_count", "created_by", "created_at")
+    list_display = ("name", "project", "version_count", "created_by", "created_at")
+    list_filter = ("project", "created_at")
     search_fields = ("name", "description")
+    list_select_related = ("project", "created_by")
+    # The name is in snapshots' paths and deployments' URLs, and the project decides who sees its deployments.
+    readonly_fields = ("name", "project", "created_by", "created_at")
     inlines = [FlowVersionInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # flows come from imports, which validate them
 
     @admin.display(description="Versions")
     def version_count(self, obj: Flow) -> int:
@@ -45,6 +52,9 @@ class TestRunAdmin(admin.ModelAdmin):
     search_fields = ("id", "flow_version__flow__name")
     readonly_fields = [f.name for f in TestRun._meta.fields]
 
+    def has_add_permission(self, request) -> bool:
+        return False  # runs are started from the flow's Test page, which queues them
+
 
 class BulkRunLineInline(admin.TabularInline):
     model = BulkRunLine
@@ -69,3 +79,20 @@ class BulkRunAdmin(admin.ModelAdmin):
     search_fields = ("name", "flow_version__flow__name")
     readonly_fields = [f.name for f in BulkRun._meta.fields]
     inlines = [BulkRunLineInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # bulk runs are started from the flow's Bulk test page, which queues them
+
+
+@admin.register(BulkRunLine)
+class BulkRunLineAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "index", "status", "duration")
+    list_filter = ("status",)
+    search_fields = ("run__name", "run__flow_version__flow__name")
+    readonly_fields = [f.name for f in BulkRunLine._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

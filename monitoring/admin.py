@@ -13,6 +13,7 @@ class DataCollectionPolicyAdmin(admin.ModelAdmin):
         "updated_by",
         "updated_at",
     )
+    list_filter = ("sampling_percent", "retention_days")
     search_fields = ("endpoint_name", "deployment_name")
     readonly_fields = ("updated_by", "updated_at")
 

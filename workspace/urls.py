@@ -1,6 +1,6 @@
 from django.urls import path
 
-from workspace import views
+from workspace import audit_views, signin_views, views
 
 app_name = "workspace"
 
@@ -13,4 +13,7 @@ urlpatterns = [
     path("notifications/bell/", views.bell, name="bell"),
     path("notifications/read-all/", views.notifications_read_all, name="notifications_read_all"),
     path("notifications/<int:pk>/", views.notification_open, name="notification_open"),
+    path("accounts/entra/", signin_views.entra_start, name="entra_start"),
+    path("accounts/entra/callback/", signin_views.entra_callback, name="entra_callback"),
+    path("audit/", audit_views.audit_log, name="audit"),
 ]

@@ -37,17 +37,27 @@ def sweep_instance_processes(data_dir: Path) -> int:
     return stopped
 
 
-def wait_until_provisioning_idle(timeout: float = 60) -> None:
-    """Let the session's provisioning worker finish what a test left running (a rollout's retirement, a
-    deletion's handover): the next test's rows may reuse the same ids, and a job still running for the old
-    ones would act on the new ones."""
-    from config.celery import app
+def wait_until_provisioning_idle(timeout: float = 90) -> None:
+    """Let the session's workers finish what a test left behind (a rollout's retirement, a deletion's
+    handover, a deletion retried a few seconds later): the next test's rows may reuse the same ids, and a job
+    still running or waiting for the old ones would act on the new ones. Tasks a worker runs, holds or has
+    scheduled for later all count, and so do tasks still in the broker's queues."""
+    from django.conf import settings
 
-    name = f"test-{os.getpid()}@{os.uname().nodename}"
+    from config.celery import app, runs_queue
+
+    names = [f"{role}-{os.getpid()}@{os.uname().nodename}" for role in ("test", "test-runs")]
+    queues = [settings.CELERY_TASK_DEFAULT_QUEUE, runs_queue()]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        active = app.control.inspect(destination=[name], timeout=1.0).active()
-        if active is not None and not active.get(name):
+        inspect = app.control.inspect(destination=names, timeout=1.0)
+        busy = False
+        for answer in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+            busy = busy or answer is None or any(answer.get(name) for name in names)
+        with app.connection_for_write() as connection:
+            client = connection.default_channel.client
+            busy = busy or any(client.llen(queue) for queue in queues)
+        if not busy:
             return
         time.sleep(0.3)
 

@@ -5,11 +5,11 @@ import uuid
 from pathlib import Path
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
 from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -18,20 +18,35 @@ from flows.dag import render_dag_svg
 from flows.forms import BulkRunForm, FlowInputsForm, FolderImportForm, SampleImportForm, ZipImportForm
 from flows.models import FINAL_RUN_STATES, BulkRun, Flow, FlowSource, FlowVersion, TestRun
 from runtime.requirements_policy import runtime_provided
+from workspace import access, projects
+from workspace.access import Action
 from workspace.connections import connection_type_names
 
 IMPORT_SOURCES = ("upload", "sample", "folder")
 
 
-def _version(name: str, version: int | None = None) -> FlowVersion:
-    flow = get_object_or_404(Flow, name=name)
+def _flow(request, name: str, action: Action = Action.VIEW) -> Flow:
+    """The flow through the access rule: 404 outside the user's projects, 403 when the role is too low."""
+    return projects.fetch(request, action, Flow.objects.all(), name=name)
+
+
+def _version(request, name: str, version: int | None = None, action: Action = Action.VIEW) -> FlowVersion:
+    flow = _flow(request, name, action)
     versions = flow.versions.select_related("flow")
     if version is None:
         found = versions.order_by("-version").first()
         if found is None:
             raise Flow.DoesNotExist
         return found
-    return get_object_or_404(versions, version=version)
+    found = versions.filter(version=version).first()
+    if found is None:
+        raise Http404(f"Flow {name} has no version {version}.")
+    return found
+
+
+def _can_add_connection(request) -> bool:
+    project = projects.current_project(request)
+    return project is not None and access.allows(request.user, Action.DEPLOY, project)
 
 
 def _htmx_template(request, template: str, partial: str) -> str:
@@ -41,31 +56,35 @@ def _htmx_template(request, template: str, partial: str) -> str:
 @login_required
 @require_GET
 def flow_list(request):
-    flows = Flow.objects.prefetch_related("versions").order_by("name")
+    flows = access.visible(request.user, Flow.objects.prefetch_related("versions").order_by("name"))
     rows = []
     for flow in flows:
         versions = sorted(flow.versions.all(), key=lambda v: v.version)
         if versions:
             rows.append({"flow": flow, "latest": versions[-1], "count": len(versions)})
-    return render(request, "flows/list.html", {"rows": rows})
+    project = projects.current_project(request)
+    can_import = project is not None and access.allows(request.user, Action.DEPLOY, project)
+    return render(request, "flows/list.html", {"rows": rows, "can_import": can_import})
 
 
 @login_required
-@permission_required("flows.add_flow", raise_exception=True)
 @require_http_methods(["GET", "POST"])
 def flow_import(request):
+    """Import a flow into the current project (Contributor there); a new version of an existing flow needs
+    Contributor in that flow's project; a folder on the server's disk is for superusers only."""
     source = request.GET.get("source") or request.POST.get("source") or "upload"
     if source not in IMPORT_SOURCES:
         source = "upload"
-    if source == "folder" and not request.user.is_superuser:
-        raise PermissionDenied("Only an administrator may import a folder on the server.")
+    project = projects.require_in_current(request, Action.DEPLOY)
+    if source == "folder":
+        projects.require(request, Action.IMPORT_FOLDER, project)
     form_class = {"upload": ZipImportForm, "sample": SampleImportForm, "folder": FolderImportForm}[source]
     form = form_class(request.POST or None, request.FILES or None)
     error = None
     status = 200
     if request.method == "POST" and form.is_valid():
         try:
-            version = _import(source, form.cleaned_data, request.user)
+            version = _import_into(request, project, source, form.cleaned_data)
         except importing.FlowImportError as exc:
             error, status = exc, 400
         else:
@@ -73,8 +92,41 @@ def flow_import(request):
             return redirect(version.get_absolute_url())
     elif request.method == "POST":
         status = 400
-    context = {"form": form, "source": source, "error": error}
+    context = {
+        "form": form,
+        "source": source,
+        "error": error,
+        "project": project,
+        "can_import_folder": access.allows(request.user, Action.IMPORT_FOLDER, project),
+    }
     return render(request, "flows/import.html", context, status=status)
+
+
+def _import_into(request, project, source: str, data: dict) -> FlowVersion:
+    """A new flow goes to `project`; a new version of an existing flow stays in the flow's project, where the
+    user must be Contributor too. A name taken in a project the user does not see is refused as taken."""
+    name = _import_name(source, data)
+    existing = Flow.objects.filter(name=name.strip()).first() if name else None
+    if existing is not None:
+        if not access.can(request.user, Action.VIEW, existing):
+            raise importing.FlowImportError(f"The flow name {name} is already taken.", code="NameTaken")
+        projects.require_on(request, Action.DEPLOY, existing)
+    version = _import(source, data, request.user)
+    if existing is None and version.version == 1 and version.flow.project_id != project.pk:
+        Flow.objects.filter(pk=version.flow.pk).update(project=project)
+        version.flow.project = project
+    return version
+
+
+def _import_name(source: str, data: dict) -> str:
+    """The name the flow will be imported as, as _import chooses it."""
+    if data.get("name"):
+        return data["name"]
+    if source == "upload":
+        return importing.default_name(data["file"].name)
+    if source == "sample":
+        return data["sample"]
+    return importing.default_name(Path(data["path"]).expanduser().name)
 
 
 def _import(source: str, data: dict, user) -> FlowVersion:
@@ -99,7 +151,7 @@ def _import(source: str, data: dict, user) -> FlowVersion:
 @require_GET
 def flow_detail(request, name: str, version: int | None = None):
     try:
-        flow_version = _version(name, version)
+        flow_version = _version(request, name, version)
     except Flow.DoesNotExist:
         messages.error(request, f"Flow {name} has no versions.")
         return redirect("flows:list")
@@ -116,6 +168,8 @@ def flow_detail(request, name: str, version: int | None = None):
         "dag_svg": render_dag_svg(flow_version.description()),
         "bulk_runs": BulkRun.objects.filter(flow_version__flow=flow_version.flow).select_related("flow_version")[:10],
         "provided_requirements": runtime_provided(flow_version.requirements),
+        "can_deploy": access.can(request.user, Action.DEPLOY, flow_version),
+        "can_add_connection": _can_add_connection(request),
     }
     return render(request, "flows/detail.html", context)
 
@@ -123,22 +177,21 @@ def flow_detail(request, name: str, version: int | None = None):
 @login_required
 @require_GET
 def flow_dag(request, name: str, version: int):
-    flow_version = _version(name, version)
+    flow_version = _version(request, name, version)
     return HttpResponse(render_dag_svg(flow_version.description()), content_type="image/svg+xml")
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def flow_test(request, name: str, version: int):
-    flow_version = _version(name, version)
+    """Test runs: looking needs Reader, running one too (Action.TEST)."""
+    flow_version = _version(request, name, version, Action.TEST if request.method == "POST" else Action.VIEW)
     if flow_version.is_chat:
         return _chat(request, flow_version)
     form = FlowInputsForm(flow_version, request.POST or None)
     run = None
     status = 200
     if request.method == "POST":
-        if not request.user.has_perm("flows.add_testrun"):
-            raise PermissionDenied
         if form.is_valid():
             try:
                 run = services.start_test_run(flow_version, form.cleaned_data, request.user)
@@ -167,8 +220,6 @@ def _chat(request, flow_version: FlowVersion):
     form = FlowInputsForm(flow_version, request.POST or None, exclude=(chat_input,))
     context = {"version": flow_version, "form": form, "chat_session": session, "turns": [], "error": None}
     if request.method == "POST":
-        if not request.user.has_perm("flows.add_testrun"):
-            raise PermissionDenied
         question = request.POST.get(chat_input, "")
         if not question.strip():
             context["error"] = f"Type a message for '{chat_input}'."
@@ -215,7 +266,8 @@ def _chat_session(value: str | None) -> uuid.UUID:
 @login_required
 @require_GET
 def test_run(request, run_id):
-    run = get_object_or_404(TestRun.objects.select_related("flow_version__flow"), pk=run_id)
+    runs = TestRun.objects.select_related("flow_version__flow")
+    run = projects.fetch(request, Action.VIEW, runs, "flow_version__flow__project", pk=run_id)
     if run.chat_session and request.htmx:
         return render(request, "flows/_chat_turn.html", {"run": run, "version": run.flow_version})
     template = _htmx_template(request, "flows/test_run.html", "run")
@@ -226,9 +278,8 @@ def test_run(request, run_id):
 @login_required
 @require_POST
 def bulk_run_create(request, name: str, version: int):
-    if not request.user.has_perm("flows.add_bulkrun"):
-        raise PermissionDenied
-    flow_version = _version(name, version)
+    """Bulk runs use the flow's connections at scale: Contributor or Owner (Action.DEPLOY)."""
+    flow_version = _version(request, name, version, Action.DEPLOY)
     form = BulkRunForm(request.POST, request.FILES)
     if form.is_valid():
         try:
@@ -247,7 +298,7 @@ def bulk_run_create(request, name: str, version: int):
 @login_required
 @require_GET
 def bulk_run_new(request, name: str, version: int):
-    flow_version = _version(name, version)
+    flow_version = _version(request, name, version, Action.DEPLOY)
     form = BulkRunForm(initial={"use_flow_data": flow_version.has_data_file()})
     return render(request, "flows/bulk_new.html", {"version": flow_version, "form": form})
 
@@ -259,8 +310,9 @@ BULK_RUNS_PER_PAGE = 50
 @require_GET
 def bulk_run_list(request, name: str | None = None):
     """Bulk test runs, newest first: every flow's, or one flow's (all its versions); live while any runs."""
-    flow = get_object_or_404(Flow, name=name) if name is not None else None
+    flow = _flow(request, name) if name is not None else None
     runs = BulkRun.objects.select_related("flow_version__flow", "created_by").order_by("-created_at", "-pk")
+    runs = access.visible(request.user, runs, "flow_version__flow__project")
     if flow is not None:
         runs = runs.filter(flow_version__flow=flow)
     page = Paginator(runs, BULK_RUNS_PER_PAGE).get_page(request.GET.get("page"))
@@ -271,18 +323,25 @@ def bulk_run_list(request, name: str | None = None):
 @login_required
 @require_GET
 def bulk_run(request, pk: int):
-    run = get_object_or_404(BulkRun.objects.select_related("flow_version__flow"), pk=pk)
+    runs = BulkRun.objects.select_related("flow_version__flow")
+    run = projects.fetch(request, Action.VIEW, runs, "flow_version__flow__project", pk=pk)
     template = _htmx_template(request, "flows/bulk_run.html", "progress")
     output_names = list(run.flow_version.outputs)
     input_names = list(run.flow_version.inputs)
-    context = {"run": run, "lines": run.lines.all(), "output_names": output_names, "input_names": input_names}
+    context = {
+        "run": run,
+        "lines": run.lines.all(),
+        "output_names": output_names,
+        "input_names": input_names,
+        "can_deploy": access.can(request.user, Action.DEPLOY, run),
+    }
     return render(request, template, context)
 
 
 @login_required
 @require_GET
 def bulk_run_download(request, pk: int):
-    run = get_object_or_404(BulkRun, pk=pk)
+    run = projects.fetch(request, Action.VIEW, BulkRun.objects.all(), "flow_version__flow__project", pk=pk)
     rows = services.bulk_results(run)
     if request.GET.get("format") == "csv":
         buffer = io.StringIO()

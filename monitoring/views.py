@@ -8,40 +8,52 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from endpoints.models import Endpoint
 from monitoring import collected, services
 from monitoring.forms import PolicyForm, RecordFilterForm
+from workspace import access, projects
+from workspace.access import Action
 
 PAGE_SIZE = 50
 DEFAULT_RANGE = timedelta(hours=24)
 MINUTE = timedelta(minutes=1)
 
 
-# Access: one rule, in one place.
+# Access: workspace/access.py, on the project of the asset's endpoint. Members look at collected data (Reader);
+# changing how a deployment collects is a change to the deployment (Contributor). Data left by an endpoint that
+# is gone belongs to no project any more: only superusers see it.
 
 
-def _can_view(user, asset: services.DataAsset) -> bool:
-    """Anyone signed in may look at collected data for now; the access rule of a later issue replaces this."""
-    return user.is_authenticated
+def _project(asset: services.DataAsset):
+    if asset.row is not None:
+        return asset.row.endpoint.project_id
+    return Endpoint.objects.filter(name=asset.endpoint).values_list("project_id", flat=True).first()
 
 
-def _can_change_policy(user) -> bool:
-    """Changing how a deployment collects needs the right to change deployments, as its other settings do."""
-    return user.is_authenticated and (user.is_staff or user.has_perm("endpoints.change_deployment"))
+def _can(user, action: Action, asset: services.DataAsset) -> bool:
+    project = _project(asset)
+    if project is None:
+        return getattr(user, "is_superuser", False)
+    return access.allows(user, action, project)
 
 
-def _get_asset(request: HttpRequest, endpoint: str, deployment: str) -> services.DataAsset:
+def _get_asset(request: HttpRequest, endpoint: str, deployment: str, action: Action = Action.VIEW):
     asset = services.get_asset(endpoint, deployment)
     if asset is None:
         raise Http404(f"No data asset for deployment {endpoint}/{deployment}.")
-    if not _can_view(request.user, asset):
-        raise PermissionDenied("You may not see this deployment's collected data.")
+    project = _project(asset)
+    if project is None:
+        if not request.user.is_superuser:
+            raise Http404(f"No data asset for deployment {endpoint}/{deployment}.")
+    else:
+        projects.require(request, action, project)
     return asset
 
 
@@ -53,7 +65,7 @@ def _get_asset(request: HttpRequest, endpoint: str, deployment: str) -> services
 def asset_list(request):
     rows = []
     for asset in services.list_assets():
-        if _can_view(request.user, asset):
+        if _can(request.user, Action.VIEW, asset):
             size, files = asset.usage()
             rows.append({"asset": asset, "size": size, "files": files, "newest": asset.newest_hour()})
     return render(request, "monitoring/data_assets.html", {"rows": rows})
@@ -74,7 +86,7 @@ def _render_detail(request, asset: services.DataAsset, policy_form: PolicyForm, 
         "asset": asset,
         "filters": filters,
         "policy_form": policy_form,
-        "can_change_policy": _can_change_policy(request.user),
+        "can_change_policy": _can(request.user, Action.DEPLOY, asset),
         "losses": services.losses(asset.endpoint, asset.deployment),
         "page_url": reverse("monitoring:asset", args=[asset.endpoint, asset.deployment]),
     }
@@ -131,9 +143,7 @@ def _minute(value: datetime) -> str:
 @login_required
 @require_POST
 def policy(request, endpoint: str, deployment: str):
-    asset = _get_asset(request, endpoint, deployment)
-    if not _can_change_policy(request.user):
-        raise PermissionDenied("You need the right to change deployments to change how one collects data.")
+    asset = _get_asset(request, endpoint, deployment, Action.DEPLOY)
     form = PolicyForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data

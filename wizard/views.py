@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -16,23 +15,41 @@ from wizard import services as wizard_services
 from wizard.forms import FORMS, all_forms, blank_form, capacity_line, endpoint_name_problem, stored_form
 from wizard.forms import uses_new_endpoint as _new_endpoint
 from wizard.models import STEP_TITLES, STEPS, DeploymentDraft
+from workspace import access, projects
+from workspace.access import AccessDenied, Action
 
-PERMISSION = "endpoints.add_deployment"
-
-
-def can_deploy(user) -> bool:
-    return user.is_authenticated and user.has_perm(PERMISSION)
+# Access (workspace/access.py): deploying needs Contributor or Owner; a new endpoint is created in the current
+# project, an existing one must be in a project where the user may deploy, and the flow must be visible to the
+# user. wizard/services.create_from_draft checks all of it again at Create.
 
 
 def _require_deploy(request) -> None:
-    if not can_deploy(request.user):
-        raise PermissionDenied("You are not allowed to deploy in this workspace.")
+    """The wizard is for people who may deploy somewhere: Contributor or Owner of at least one project."""
+    if not any(access.allows(request.user, Action.DEPLOY, p) for p in access.visible_projects(request.user)):
+        projects.require_in_current(request, Action.DEPLOY)  # raises with the rule's message
 
 
 def _draft(request, draft_id) -> DeploymentDraft:
-    _require_deploy(request)
     drafts = DeploymentDraft.objects.active().select_related("flow_version__flow", "deployment__endpoint")
-    return get_object_or_404(drafts, pk=draft_id, owner=request.user)
+    draft = get_object_or_404(drafts, pk=draft_id, owner=request.user)
+    _require_deploy(request)
+    return draft
+
+
+def deployable_endpoints(user) -> list[Endpoint]:
+    """The endpoints the user may deploy to: the wizard's Existing endpoint choices."""
+    endpoints = access.visible(user, Endpoint.objects.filter(deleting=False).order_by("name"))
+    return [endpoint for endpoint in endpoints if access.can(user, Action.DEPLOY, endpoint)]
+
+
+def _only_deployable(form, user) -> None:
+    """Narrow the Existing endpoint choices to the endpoints the user may deploy to (before validation, so
+    another one is refused as not a valid choice)."""
+    if form is None or "existing_endpoint" not in form.fields:
+        return
+    allowed = {endpoint.name for endpoint in deployable_endpoints(user)}
+    field = form.fields["existing_endpoint"]
+    field.choices = [(value, label) for value, label in field.choices if not value or value in allowed]
 
 
 def deployment_url(deployment: Deployment) -> str:
@@ -58,20 +75,23 @@ def start(request):
     """Deploy, from a flow page or a bulk run (POST): a new draft for that exact flow version. With `endpoint`,
     the draft deploys to that existing endpoint. GET lists the flows to choose from (from an endpoint's page)."""
     _require_deploy(request)
-    endpoint = _deployable_endpoint(request.POST.get("endpoint") or request.GET.get("endpoint") or "")
+    endpoint = _deployable_endpoint(request, request.POST.get("endpoint") or request.GET.get("endpoint") or "")
     if request.method == "GET":
-        flows = [(flow, flow.latest_version()) for flow in Flow.objects.order_by("name")]
+        flows = [(flow, flow.latest_version()) for flow in access.visible(request.user, Flow.objects.order_by("name"))]
         context = {"flows": [(flow, version) for flow, version in flows if version], "endpoint": endpoint}
         return render(request, "wizard/choose_flow.html", context)
     pk = request.POST.get("flow_version", "")
-    flow_version = get_object_or_404(FlowVersion, pk=int(pk) if pk.isdigit() else 0)
+    versions = FlowVersion.objects.select_related("flow")
+    flow_version = projects.fetch(request, Action.VIEW, versions, "flow__project", pk=int(pk) if pk.isdigit() else 0)
     preset = {"basic": {"endpoint_mode": "existing", "existing_endpoint": endpoint.name}} if endpoint else None
     draft = DeploymentDraft.start(request.user, flow_version, preset=preset)
     return redirect(draft.step_url("basic"))
 
 
-def _deployable_endpoint(name: str) -> Endpoint | None:
-    return Endpoint.objects.filter(name=name, deleting=False).first() if name else None
+def _deployable_endpoint(request, name: str) -> Endpoint | None:
+    if not name:
+        return None
+    return projects.fetch(request, Action.DEPLOY, Endpoint.objects.filter(deleting=False), name=name)
 
 
 @login_required
@@ -90,6 +110,7 @@ def step(request, draft_id, step: str):
     status = 200
     if request.method == "POST":
         form = FORMS[step](request.POST, draft=draft)
+        _only_deployable(form, request.user)
         if step == "endpoint" and not _new_endpoint(draft):
             form = None  # an existing endpoint's settings are shown read-only
         leaving_for = _leaving_for(request.POST.get("go", ""), step)
@@ -107,12 +128,13 @@ def step(request, draft_id, step: str):
         form = stored_form(step, draft)  # shows what went stale since, if anything
     else:
         form = blank_form(step, draft)
+    _only_deployable(form, request.user)
     context = {
         "draft": draft,
         "form": form,
         "step": step,
         "steps": _steps_nav(draft, step),
-        **_extra(step, draft, form),
+        **_extra(step, draft, form, request.user),
     }
     return render(request, f"wizard/{step}.html", context, status=status)
 
@@ -125,7 +147,7 @@ def _leaving_for(go: str, step: str) -> str:
     return name if go.startswith("step:") and name in STEPS else ""
 
 
-def _extra(step: str, draft: DeploymentDraft, form) -> dict:
+def _extra(step: str, draft: DeploymentDraft, form, user) -> dict:
     if step == "basic":
         vm_size = form["vm_size"].value() or sizes.DEFAULT_SIZE
         if vm_size not in sizes.SIZES:
@@ -136,7 +158,7 @@ def _extra(step: str, draft: DeploymentDraft, form) -> dict:
         existing = None
         if not _new_endpoint(draft):
             name = (draft.raw("basic") or {}).get("existing_endpoint", [""])[0]
-            existing = Endpoint.objects.filter(name=name).first()
+            existing = access.visible(user, Endpoint.objects.filter(name=name)).first()
         return {"existing_endpoint": existing, "new_endpoint": _new_endpoint(draft)}
     if step == "deployment":
         return {"flow_version": draft.flow_version}
@@ -205,7 +227,13 @@ def review(request, draft_id):
 
 def _create(request, draft: DeploymentDraft):
     try:
-        deployment, created = wizard_services.create_from_draft(draft, request.user)
+        deployment, created = wizard_services.create_from_draft(
+            draft, request.user, project=projects.current_project(request)
+        )
+    except AccessDenied as exc:
+        if not exc.visible:
+            raise Http404(exc.message) from None
+        raise
     except wizard_services.DraftProblem as exc:
         messages.error(request, f"{exc.message} Nothing was created; fix it here, then Review + Create again.")
         return redirect(draft.step_url(exc.step))

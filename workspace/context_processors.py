@@ -1,6 +1,7 @@
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
+from workspace import access, projects
 from workspace.models import Notification
 
 BELL_SIZE = 10
@@ -10,14 +11,24 @@ def notifications(request: HttpRequest) -> dict:
     """`notifications` (latest 10), `unread_notifications` (count) and `notifications_running` for the bell.
 
     All are lazy: a page that does not show the bell runs no query; one that does runs three.
+    Also the top bar's project switcher: `current_project` and `switchable_projects` (the projects the user sees).
     """
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"notifications": [], "unread_notifications": 0, "notifications_running": False}
+        return {
+            "notifications": [],
+            "unread_notifications": 0,
+            "notifications_running": False,
+            "current_project": None,
+            "switchable_projects": [],
+        }
     mine = Notification.objects.filter(user=user)
     return {
         "notifications": mine[:BELL_SIZE],
         "unread_notifications": SimpleLazyObject(lambda: mine.filter(read_at=None).count()),
         # A running job's notification changes phase by phase: poll faster while there is one.
         "notifications_running": SimpleLazyObject(lambda: mine.filter(level=Notification.Level.RUNNING).exists()),
+        # The top bar's project switcher (shown when the user sees more than one project).
+        "current_project": SimpleLazyObject(lambda: projects.current_project(request)),
+        "switchable_projects": SimpleLazyObject(lambda: list(access.visible_projects(user).order_by("name"))),
     }

@@ -2,7 +2,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -11,21 +10,23 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from workspace import access, projects
+from workspace.access import Action
 from workspace.connections import ConnectionSpecError, delete_connection, save_connection
 from workspace.forms import MAX_ROWS, ConnectionForm, connection_type_from, posted_rows
 from workspace.models import Connection, Notification
 
 # --- access ----------------------------------------------------------------------------------
+# Through workspace/access.py: a member of a connection's project sees it (never its secrets); Contributors and
+# Owners create (in the current project), change and delete connections.
 
 
-def can_change_connections(user: Any, action: str) -> bool:
-    """`action` is add, change or delete. Staff and superusers may do all three."""
-    return user.is_staff or user.has_perm(f"workspace.{action}_connection")
+def _connection(request: HttpRequest, name: str, action: Action) -> Connection:
+    return projects.fetch(request, action, Connection.objects.all(), name=name)
 
 
-def _require(request: HttpRequest, action: str) -> None:
-    if not can_change_connections(request.user, action):
-        raise PermissionDenied(f"You do not have permission to {action} connections.")
+def _may_add(user: Any, project: Any) -> bool:
+    return project is not None and access.allows(user, Action.DEPLOY, project)
 
 
 # --- connections -----------------------------------------------------------------------------
@@ -34,16 +35,17 @@ def _require(request: HttpRequest, action: str) -> None:
 @login_required
 @require_GET
 def connections(request: HttpRequest) -> HttpResponse:
-    rows = Connection.objects.select_related("created_by")
     user = request.user
+    rows = list(access.visible(user, Connection.objects.select_related("created_by", "project")))
+    for row in rows:
+        row.can_change = access.can(user, Action.DEPLOY, row)
+        row.can_delete = access.can(user, Action.DELETE, row)
     return render(
         request,
         "workspace/connections.html",
         {
             "connections": rows,
-            "can_add": can_change_connections(user, "add"),
-            "can_change": can_change_connections(user, "change"),
-            "can_delete": can_change_connections(user, "delete"),
+            "can_add": _may_add(user, projects.current_project(request)),
         },
     )
 
@@ -60,7 +62,7 @@ def _form_page(request: HttpRequest, form: ConnectionForm, status: int = 200) ->
 @login_required
 @require_http_methods(["GET", "POST"])
 def connection_create(request: HttpRequest) -> HttpResponse:
-    _require(request, "add")
+    project = projects.require_in_current(request, Action.DEPLOY)
     if request.method == "GET":
         connection_type = connection_type_from(request.GET.get("type"))
         initial = {"name": request.GET.get("name", "")}
@@ -81,6 +83,8 @@ def connection_create(request: HttpRequest) -> HttpResponse:
             except ConnectionSpecError as exc:
                 form.add_spec_errors(exc)
             else:
+                if connection.project_id != project.pk:
+                    Connection.objects.filter(pk=connection.pk).update(project=project)
                 messages.success(request, f"Connection {connection.name} created.")
                 return redirect("workspace:connections")
     return _form_page(request, form, status=400)
@@ -90,8 +94,7 @@ def connection_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def connection_edit(request: HttpRequest, name: str) -> HttpResponse:
-    _require(request, "change")
-    connection = get_object_or_404(Connection, name=name)
+    connection = _connection(request, name, Action.DEPLOY)
     if request.method == "GET":
         if not connection.secrets_readable():
             messages.warning(
@@ -123,9 +126,7 @@ def connection_edit(request: HttpRequest, name: str) -> HttpResponse:
 @require_GET
 def connection_pair_row(request: HttpRequest) -> HttpResponse:
     """One more blank key/value row for the Custom form (htmx "Add row")."""
-    user = request.user
-    if not (can_change_connections(user, "add") or can_change_connections(user, "change")):
-        raise PermissionDenied("You do not have permission to change connections.")
+    projects.require_in_current(request, Action.DEPLOY)
     try:
         index = min(max(int(request.GET.get("index", "0")), 0), MAX_ROWS - 1)
     except ValueError:
@@ -142,13 +143,27 @@ def connection_pair_row(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def connection_delete(request: HttpRequest, name: str) -> HttpResponse:
-    _require(request, "delete")
-    connection = get_object_or_404(Connection, name=name)
+    connection = _connection(request, name, Action.DELETE)
     if request.method == "POST":
         delete_connection(connection, actor=request.user)
         messages.success(request, f"Connection {name} deleted.")
         return redirect("workspace:connections")
     return render(request, "workspace/connection_delete.html", {"connection": connection})
+
+
+# --- the current project ----------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def switch_project(request: HttpRequest) -> HttpResponse:
+    """The top bar's project switcher: new flows, connections and endpoints go to the chosen project."""
+    project = projects.choose_project(request, request.POST.get("project"))
+    messages.info(request, f"You are working in project {project.name}.")
+    back = request.POST.get("next") or ""
+    if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(back)
+    return redirect("flows:list")
 
 
 # --- notifications ---------------------------------------------------------------------------

@@ -1,47 +1,42 @@
-"""What every deployment page needs: the deployment (or 404), the rights of the user, the tab header."""
+"""What every deployment page needs: the deployment fetched through the access rule (workspace/access.py: 404
+when the user is no member of its project, 403 when the role is too low), the user's rights, the tab header."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
 from endpoints.models import Deployment, Endpoint
+from workspace import access, projects
+from workspace.access import Action
 
 TABS = (("detail", "Details"), ("test", "Test"), ("consume", "Consume"), ("logs", "Logs"))
 KEY_LABELS = {"primary": "Primary key", "secondary": "Secondary key"}
 
 
-def can(user, permission: str) -> bool:
-    """Changes need staff or the model's Django permission, as in the JSON API."""
-    return user.is_authenticated and (user.is_staff or user.has_perm(permission))
-
-
-def require(request: HttpRequest, permission: str) -> None:
-    if not can(request.user, permission):
-        raise PermissionDenied(f"You need the {permission!r} permission to do this.")
-
-
-def get_deployment(endpoint: str, name: str) -> Deployment:
+def get_deployment(request: HttpRequest, endpoint: str, name: str, action: Action = Action.VIEW) -> Deployment:
+    """The deployment if the user may do `action` on it: 404 when it is missing or in a project the user is no
+    member of, 403 when their role there is too low."""
     deployments = Deployment.objects.select_related("endpoint", "flow_version__flow", "created_by")
-    return get_object_or_404(deployments, endpoint__name=endpoint, name=name)
+    return projects.fetch(request, action, deployments, "endpoint__project", endpoint__name=endpoint, name=name)
 
 
-def get_polled_deployment(request: HttpRequest, endpoint: str, name: str) -> Deployment | HttpResponse:
+def get_polled_deployment(
+    request: HttpRequest, endpoint: str, name: str, action: Action = Action.VIEW
+) -> Deployment | HttpResponse:
     """The deployment of a page that polls; when it was deleted meanwhile, an htmx poll is sent to the list
     (a 404 would not be swapped, and the poll would go on)."""
     try:
-        return get_deployment(endpoint, name)
+        return get_deployment(request, endpoint, name, action)
     except Http404:
         if not request.htmx:
             raise
         return HttpResponse(headers={"HX-Redirect": reverse("endpoints:list")})
 
 
-def get_endpoint(name: str) -> Endpoint:
-    return get_object_or_404(Endpoint, name=name)
+def get_endpoint(request: HttpRequest, name: str, action: Action = Action.VIEW) -> Endpoint:
+    return projects.fetch(request, action, Endpoint.objects.all(), name=name)
 
 
 def gateway_url(path: str) -> str:
@@ -59,8 +54,9 @@ def page_context(request: HttpRequest, deployment: Deployment, tab: str) -> dict
         "tabs": TABS,
         "scoring_url": gateway_url(endpoint.scoring_path),
         "swagger_url": gateway_url(endpoint.swagger_path),
-        "can_change_endpoint": can(request.user, "endpoints.change_endpoint"),
-        "can_change_deployment": can(request.user, "endpoints.change_deployment"),
-        "can_delete_deployment": can(request.user, "endpoints.delete_deployment"),
-        "can_delete_endpoint": can(request.user, "endpoints.delete_endpoint"),
+        "can_change_endpoint": access.can(request.user, Action.DEPLOY, endpoint),
+        "can_change_deployment": access.can(request.user, Action.DEPLOY, endpoint),
+        "can_delete_deployment": access.can(request.user, Action.DELETE, endpoint),
+        "can_delete_endpoint": access.can(request.user, Action.DELETE, endpoint),
+        "can_read_keys": access.can(request.user, Action.READ_KEYS, endpoint),
     }

@@ -1,8 +1,9 @@
 """The Consume tab: the REST endpoint, the keys (masked, revealed one at a time, regenerated after a
 confirmation) or a token for token-based endpoints, and code samples filled in for this deployment.
 
-Keys and tokens need the right to change the endpoint, as in the JSON API; everyone else sees the URL
-and the samples. A key never appears in the page's HTML: Show fetches it from the key URL.
+Keys and tokens need READ_KEYS on the endpoint's project (Contributor or Owner, workspace/access.py); a Reader
+sees the URL and the samples, and a note instead of the keys. A key never appears in the page's HTML: Show
+fetches it from the key URL.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from endpoints import samples, services
 from endpoints.models import AuthType, Deployment, Endpoint
-from endpoints.views.common import KEY_LABELS, get_deployment, get_endpoint, page_context, require
+from endpoints.views.common import KEY_LABELS, get_deployment, get_endpoint, page_context
 from endpoints.views.endpoint_page import endpoint_context
+from workspace.access import Action
 
 TEMPLATE = "endpoints/deployment_consume.html"
 CREDENTIALS = "endpoints/_credentials.html"
-CHANGE_ENDPOINT = "endpoints.change_endpoint"
 
 
 @login_required
 @require_GET
 def consume(request, endpoint: str, name: str):
-    return render(request, TEMPLATE, _tab_context(request, get_deployment(endpoint, name)))
+    return render(request, TEMPLATE, _tab_context(request, get_deployment(request, endpoint, name)))
 
 
 @login_required
@@ -40,8 +41,7 @@ def consume(request, endpoint: str, name: str):
 def key(request, endpoint: str, which: str):
     """One key: the revealed row for htmx (or the masked one again with ?hide=1), the bare key otherwise
     (what Copy fetches, and what a browser without JavaScript shows)."""
-    require(request, CHANGE_ENDPOINT)
-    target = _key_endpoint(endpoint, which)
+    target = _key_endpoint(request, endpoint, which, Action.READ_KEYS)
     if request.htmx:
         context = {"endpoint": target, "which": which, "label": KEY_LABELS[which]}
         if request.GET.get("hide") != "1":
@@ -53,8 +53,7 @@ def key(request, endpoint: str, which: str):
 @login_required
 @require_http_methods(["GET", "POST"])
 def regenerate_key(request, endpoint: str, which: str):
-    require(request, CHANGE_ENDPOINT)
-    target = _key_endpoint(endpoint, which)
+    target = _key_endpoint(request, endpoint, which, Action.DEPLOY)
     back = _next_url(request, target)
     if request.method == "POST":
         services.regenerate_key(target, which, user=request.user)
@@ -81,8 +80,7 @@ def regenerate_key(request, endpoint: str, which: str):
 @never_cache
 def token(request, endpoint: str):
     """Issue a token for a token-based endpoint: its fragment for htmx, the whole Consume tab otherwise."""
-    require(request, CHANGE_ENDPOINT)
-    target = get_endpoint(endpoint)
+    target = get_endpoint(request, endpoint, Action.READ_KEYS)
     if target.auth_type != AuthType.TOKEN:
         raise Http404(f"Endpoint {target.name} uses keys, not tokens.")
     issued = services.issue_token(target)
@@ -116,8 +114,8 @@ def _tab_context(request, deployment: Deployment) -> dict:
     return context
 
 
-def _key_endpoint(name: str, which: str) -> Endpoint:
-    target = get_endpoint(name)
+def _key_endpoint(request, name: str, which: str, action: Action) -> Endpoint:
+    target = get_endpoint(request, name, action)
     if which not in KEY_LABELS:
         raise Http404("A key is 'primary' or 'secondary'.")
     if target.auth_type != AuthType.KEY:

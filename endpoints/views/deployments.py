@@ -21,10 +21,10 @@ from endpoints.views.common import (
     get_endpoint,
     get_polled_deployment,
     page_context,
-    require,
 )
 from monitoring import services as collection
-from workspace import notifications
+from workspace import access, notifications
+from workspace.access import Action
 
 
 @login_required
@@ -33,6 +33,7 @@ def deployment_list(request):
     query = request.GET.get("q", "").strip()
     state = request.GET.get("state", "")
     endpoints = listing.endpoints_with_deployments(query=query, state=state)
+    endpoints = [endpoint for endpoint in endpoints if access.can(request.user, Action.VIEW, endpoint)]
     context = {
         "endpoints": endpoints,
         "query": query,
@@ -110,9 +111,8 @@ def _message(exc: ValidationError) -> str:
 def traffic(request, endpoint: str):
     """Update traffic: live weights (must sum to 100) and mirror traffic. The first POST shows what changes;
     the one with `confirm` applies it. Every problem shows at once, each beside its deployment's field."""
-    require(request, "endpoints.change_endpoint")
-    target = get_endpoint(endpoint)
-    deployment = get_deployment(endpoint, request.POST.get("deployment", ""))
+    target = get_endpoint(request, endpoint, Action.DEPLOY)
+    deployment = get_deployment(request, endpoint, request.POST.get("deployment", ""))
     names = list(target.deployments.exclude(state=DeploymentState.DELETING).values_list("name", flat=True))
     posted = details_info.posted_traffic(request.POST, names)
     try:
@@ -152,8 +152,7 @@ def _traffic_answer(request, deployment: Deployment, status: int, **extra):
 @require_POST
 def scale(request, endpoint: str, name: str):
     """Scale: roll out the same flow version with another instance count, after a confirmation."""
-    require(request, "endpoints.change_deployment")
-    deployment = get_deployment(endpoint, name)
+    deployment = get_deployment(request, endpoint, name, Action.DEPLOY)
     raw = request.POST.get("instance_count", "")
     try:
         count = services.check_scale(deployment, raw)
@@ -201,8 +200,7 @@ def _scale_error(request, deployment: Deployment, error: str, typed: str):
 def delete_deployment(request, endpoint: str, name: str):
     """Delete a deployment after a confirmation; one that still gets traffic is refused up front, as on Azure,
     with what to do instead, and no Delete button."""
-    require(request, "endpoints.delete_deployment")
-    deployment = get_deployment(endpoint, name)
+    deployment = get_deployment(request, endpoint, name, Action.DELETE)
     blocked = services.deployment_delete_problem(deployment)
     if request.method == "POST" and not blocked:
         try:
@@ -230,8 +228,7 @@ def delete_deployment(request, endpoint: str, name: str):
 @login_required
 @require_http_methods(["GET", "POST"])
 def delete_endpoint(request, endpoint: str):
-    require(request, "endpoints.delete_endpoint")
-    target: Endpoint = get_endpoint(endpoint)
+    target: Endpoint = get_endpoint(request, endpoint, Action.DELETE)
     if request.method == "POST":
         services.delete_endpoint(target, user=request.user)
         messages.success(request, f"Deleting endpoint {target.name}. The bell tells you when it is gone.")

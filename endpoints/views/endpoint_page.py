@@ -10,7 +10,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from endpoints.models import AuthType, DeploymentState, Endpoint
-from endpoints.views.common import KEY_LABELS, can, gateway_url, get_endpoint
+from endpoints.views.common import KEY_LABELS, gateway_url, get_endpoint
+from workspace import access
+from workspace.access import Action
 
 
 def endpoint_context(request, endpoint: Endpoint) -> dict:
@@ -27,9 +29,10 @@ def endpoint_context(request, endpoint: Endpoint) -> dict:
         "swagger_url": gateway_url(endpoint.swagger_path),
         "key_rows": list(KEY_LABELS.items()),
         "is_token_endpoint": endpoint.auth_type == AuthType.TOKEN,
-        "can_change_endpoint": can(request.user, "endpoints.change_endpoint"),
-        "can_delete_endpoint": can(request.user, "endpoints.delete_endpoint"),
-        "can_deploy": request.user.has_perm("endpoints.add_deployment"),
+        "can_change_endpoint": access.can(request.user, Action.DEPLOY, endpoint),
+        "can_delete_endpoint": access.can(request.user, Action.DELETE, endpoint),
+        "can_read_keys": access.can(request.user, Action.READ_KEYS, endpoint),
+        "can_deploy": access.can(request.user, Action.DEPLOY, endpoint),
         "deploy_url": f"{reverse('wizard:start')}?endpoint={endpoint.name}",
     }
 
@@ -39,7 +42,7 @@ def endpoint_context(request, endpoint: Endpoint) -> dict:
 def endpoint_page(request, endpoint: str):
     """While the endpoint is being deleted the page polls itself; once it is gone, the poll goes to the list."""
     try:
-        target = get_endpoint(endpoint)
+        target = get_endpoint(request, endpoint)
     except Http404:
         if not request.htmx:
             raise

@@ -24,12 +24,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from endpoints import scoring
 from endpoints.models import Deployment
-from endpoints.views.common import can, get_deployment, page_context, require
+from endpoints.views.common import get_deployment, page_context
 from flows.forms import FlowInputsForm
 from flows.models import FlowVersion
 from flows.services import coerce_inputs
+from workspace import access
+from workspace.access import AccessDenied, Action
 
-PERMISSION = "endpoints.change_endpoint"
 EDITORS = ("form", "json")
 # Form names of the page's own controls; a hyphen is never in a flow input's name, so they cannot clash.
 EDITOR_FIELD = "fd-editor"
@@ -40,10 +41,10 @@ HISTORY_FIELD = "fd-chat-history"
 @login_required
 @require_http_methods(["GET", "POST"])
 def test(request, endpoint: str, name: str):
-    deployment = get_deployment(endpoint, name)
+    deployment = get_deployment(request, endpoint, name, Action.TEST if request.method == "POST" else Action.VIEW)
     flow_version = deployment.flow_version
     context = page_context(request, deployment, "test")
-    context["can_test"] = can(request.user, PERMISSION)
+    context["can_test"] = access.can(request.user, Action.TEST, deployment)
     if flow_version.is_chat and request.method == "GET":
         context.update(_chat_context(flow_version))
         return render(request, "endpoints/deployment_test.html", context)
@@ -53,7 +54,6 @@ def test(request, endpoint: str, name: str):
     context.update(editor=editor, editor_field=EDITOR_FIELD, json_field=JSON_FIELD)
     context["input_types"] = {field: spec.get("type", "string") for field, spec in flow_version.form_inputs().items()}
     if request.method == "POST":
-        require(request, PERMISSION)
         context.update(_tested(request.POST, deployment, editor))
     else:
         form = FlowInputsForm(flow_version)
@@ -69,10 +69,12 @@ def test(request, endpoint: str, name: str):
 @require_POST
 def chat(request, endpoint: str, name: str):
     """One chat turn, streamed back as server-sent events; input errors answer JSON like the gateway's."""
-    deployment = get_deployment(endpoint, name)
+    deployment = get_deployment(request, endpoint, name)
     flow_version = deployment.flow_version
-    if not can(request.user, PERMISSION):
-        return _json_error(403, "Forbidden", f"You need the {PERMISSION!r} permission to test this deployment.")
+    try:
+        access.require_on(request.user, Action.TEST, deployment)
+    except AccessDenied as exc:
+        return _json_error(403, "Forbidden", exc.message)
     if not flow_version.is_chat:
         return _json_error(400, "NotAChatFlow", f"Flow {flow_version} is not a chat flow; use the Test form.")
     try:

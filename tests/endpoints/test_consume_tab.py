@@ -1,20 +1,20 @@
 """A deployment's Consume tab: the REST endpoint and code samples for everyone who may see the deployment;
-keys (revealed one at a time, regenerated after a confirmation) and tokens only for those who may
-change the endpoint."""
+keys (revealed one at a time, regenerated after a confirmation) and tokens only for Contributors and Owners
+of the endpoint's project."""
 
 import re
 import time
 from datetime import UTC, datetime
 
 import pytest
+from roles import member
 
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from endpoints import services
 from endpoints.models import AuthType
 from serving import auth
-from workspace.models import Notification
+from workspace.models import Notification, ProjectRole
 
 pytestmark = pytest.mark.django_db
 
@@ -47,10 +47,9 @@ def token_deployment(flow_version, django_capture_on_commit_callbacks):
 
 @pytest.fixture
 def operator(django_user_model):
-    """Not staff, but allowed to change endpoints: may read and regenerate keys."""
+    """A Contributor of the default project: may read and regenerate keys."""
     user = django_user_model.objects.create_user("operator", password="operator-pass-1")
-    user.user_permissions.add(Permission.objects.get(codename="change_endpoint", content_type__app_label="endpoints"))
-    return user
+    return member(user, ProjectRole.CONTRIBUTOR)
 
 
 @pytest.fixture
@@ -92,7 +91,7 @@ def test_it_shows_other_users_the_url_and_samples_without_keys(viewer_client, de
     html = viewer_client.get(CONSUME).content.decode()
     assert f"{settings.FLOWDEPLOY_GATEWAY_URL}/endpoints/ep-consume/score" in html
     assert html.count('<div class="highlight"><pre>') == 6
-    assert "You need the right to change endpoint ep-consume to see its keys." in html
+    assert "Keys are shown to Contributors and Owners." in html
     assert "Regenerate" not in html
     assert PRIMARY not in html
     for key in _keys(deployment).values():

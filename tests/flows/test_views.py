@@ -6,15 +6,18 @@ import uuid
 import zipfile
 
 import pytest
+from roles import member
 
 from flows.models import Flow, TestRun
+from workspace.models import Project, ProjectRole
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def viewer(django_user_model):
-    return django_user_model.objects.create_user("viewer", password="viewer-pass-1")
+    """A Reader of the default project."""
+    return member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), ProjectRole.READER)
 
 
 def _zip(files: dict[str, str]) -> io.BytesIO:
@@ -43,21 +46,37 @@ def test_it_lists_flows_with_their_latest_version(admin_client, import_flow):
     assert "of 2" in html
 
 
-def test_it_refuses_import_to_a_user_without_the_permission(client, viewer):
+def test_it_refuses_import_to_a_reader(client, viewer):
     client.force_login(viewer)
-    assert client.get("/flows/import/").status_code == 403
+    response = client.get("/flows/import/")
+    assert response.status_code == 403
+    assert "You are Reader of project &#x27;default&#x27;" in response.content.decode()
+    assert "Import flow" not in client.get("/flows/").content.decode()
 
 
 def test_it_offers_the_server_folder_only_to_the_admin(client, viewer):
-    viewer.user_permissions.add(*_perms("add_flow"))
+    member(viewer, ProjectRole.OWNER)
     client.force_login(viewer)
+    assert 'href="?source=folder"' not in client.get("/flows/import/").content.decode()
     assert client.get("/flows/import/?source=folder").status_code == 403
 
 
-def _perms(*codenames):
-    from django.contrib.auth.models import Permission
-
-    return Permission.objects.filter(codename__in=codenames)
+def test_it_imports_into_the_current_project(client, django_user_model, flow_runtime, isolated_flow_dirs):
+    """A new flow goes to the project chosen in the top bar; only its members see it."""
+    team = Project.objects.create(name="team-a")
+    user = django_user_model.objects.create_user("ann", password="ann-pass-12345")
+    member(user, ProjectRole.CONTRIBUTOR, team)
+    member(user, ProjectRole.READER)
+    client.force_login(user)
+    assert 'id="project-switcher"' in client.get("/flows/").content.decode()
+    client.post("/projects/switch/", {"project": team.pk})
+    response = client.post("/flows/import/", {"source": "sample", "sample": "chat-stream-offline"})
+    assert response.status_code == 302
+    assert Flow.objects.get(name="chat-stream-offline").project == team
+    other = django_user_model.objects.create_user("bob", password="bob-pass-12345")
+    client.force_login(member(other, ProjectRole.OWNER))
+    assert 'href="/flows/chat-stream-offline/' not in client.get("/flows/").content.decode()
+    assert client.get("/flows/chat-stream-offline/").status_code == 404
 
 
 def test_it_imports_an_uploaded_zip_and_redirects_to_the_flow(admin_client, flow_runtime, isolated_flow_dirs):
@@ -200,12 +219,21 @@ def test_it_holds_one_chat_turn_at_a_time(admin_client, import_flow):
     assert not re.search(r"<button[^>]* disabled>Send", html)
 
 
-def test_it_refuses_a_test_run_to_a_user_without_the_permission(client, viewer, import_flow):
+def test_it_refuses_a_test_run_to_a_user_who_is_no_member(client, django_user_model, import_flow):
     import_flow("web-classification-offline")
-    client.force_login(viewer)
+    client.force_login(django_user_model.objects.create_user("stranger", password="stranger-pass-1"))
     response = client.post("/flows/web-classification-offline/versions/1/test/", {"location": "LA"})
-    assert response.status_code == 403
+    assert response.status_code == 404
     assert not TestRun.objects.exists()
+
+
+def test_it_refuses_a_bulk_run_to_a_reader(client, viewer, import_flow):
+    import_flow("chat-stream-offline")
+    client.force_login(viewer)
+    assert client.get("/flows/chat-stream-offline/versions/1/bulk-runs/new/").status_code == 403
+    assert client.post("/flows/chat-stream-offline/versions/1/bulk-runs/", {}).status_code == 403
+    html = client.get("/flows/chat-stream-offline/").content.decode()
+    assert "Bulk test</a>" not in html and ">Deploy</button>" not in html
 
 
 def test_it_refuses_a_bulk_run_without_data(admin_client, import_flow):

@@ -1,11 +1,12 @@
 from pathlib import Path
 
 import pytest
+from roles import member
 
 from django.conf import settings
-from django.contrib.auth.models import Permission
 
 from workspace.connections import ConnectionSpec, save_connection
+from workspace.models import ProjectRole
 
 # SQLite's test database lives in DATA_DIR; make sure the folder exists on a fresh checkout.
 Path(settings.DATABASES["default"].get("TEST", {}).get("NAME") or settings.DATA_DIR).parent.mkdir(
@@ -19,8 +20,8 @@ DEFAULT_CUSTOM_SECRET = "custom-5ecret-value-0005"
 
 @pytest.fixture
 def viewer(django_user_model):
-    """A signed-in user without any connection permission."""
-    return django_user_model.objects.create_user("viewer", password="pw-viewer-123")
+    """A Reader of the default project: sees connections, may not change them."""
+    return member(django_user_model.objects.create_user("viewer", password="pw-viewer-123"), ProjectRole.READER)
 
 
 @pytest.fixture
@@ -31,11 +32,9 @@ def viewer_client(client, viewer):
 
 @pytest.fixture
 def editor(django_user_model):
-    """A user who may add, change and delete connections, without being staff."""
+    """A Contributor of the default project: may add, change and delete connections, without being Owner."""
     user = django_user_model.objects.create_user("editor", password="pw-editor-123")
-    codenames = ["add_connection", "change_connection", "delete_connection", "view_connection"]
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="workspace", codename__in=codenames))
-    return user
+    return member(user, ProjectRole.CONTRIBUTOR)
 
 
 @pytest.fixture

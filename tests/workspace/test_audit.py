@@ -54,7 +54,7 @@ def test_it_shows_a_read_only_admin(admin_client, admin_user):
     assert filtered.status_code == 200
     searched = admin_client.get(reverse("admin:workspace_auditevent_changelist"), {"q": "gpt"})
     assert "connection.create" in searched.content.decode()
-    event = AuditEvent.objects.get()
+    event = AuditEvent.objects.get(action="connection.create")
     assert admin_client.get(reverse("admin:workspace_auditevent_add")).status_code == 403
     change = admin_client.get(reverse("admin:workspace_auditevent_change", args=[event.pk]))
     assert change.status_code == 200 and 'name="_save"' not in change.content.decode()

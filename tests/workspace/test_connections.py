@@ -1,6 +1,7 @@
 import logging
 
 import pytest
+from roles import member
 
 from django.db import connection as db
 from django.urls import reverse
@@ -13,7 +14,7 @@ from workspace.connections import (
     promptflow_connections,
     save_connection,
 )
-from workspace.models import AuditEvent, Connection
+from workspace.models import AuditEvent, Connection, Project, ProjectRole
 
 pytestmark = pytest.mark.django_db
 
@@ -291,7 +292,11 @@ def test_it_records_audit_events_without_secrets(admin_client):
     _post_create(admin_client, "open_ai", name="gpt")
     admin_client.post(reverse("workspace:connection_edit", args=["gpt"]), {"api_key": "sk-replaced"})
     admin_client.post(reverse("workspace:connection_delete", args=["gpt"]))
-    events = list(AuditEvent.objects.order_by("id").values_list("action", "target", "detail"))
+    events = list(
+        AuditEvent.objects.filter(action__startswith="connection.")
+        .order_by("id")
+        .values_list("action", "target", "detail")
+    )
     assert [(a, t) for a, t, _ in events] == [
         ("connection.create", "gpt"),
         ("connection.update", "gpt"),
@@ -345,7 +350,7 @@ def test_it_requires_login(client):
 
 
 def test_it_forbids_changes_without_permissions(viewer_client, make_connection):
-    """A user without the connection permissions can view the list but gets 403 on changes."""
+    """A Reader can view the list but gets 403 on changes."""
     make_connection(name="gpt")
     html = viewer_client.get(LIST).content.decode()
     assert "gpt" in html
@@ -361,18 +366,42 @@ def test_it_forbids_changes_without_permissions(viewer_client, make_connection):
 
 
 def test_it_allows_users_with_permissions(editor_client):
-    """A non-staff user with add/change/delete permissions can manage connections."""
+    """A Contributor can manage connections."""
     assert _post_create(editor_client, "serp", name="s1").status_code == 302
     edit = reverse("workspace:connection_edit", args=["s1"])
     assert editor_client.post(edit, {"api_key": ""}).status_code == 302
     assert editor_client.post(reverse("workspace:connection_delete", args=["s1"])).status_code == 302
 
 
-def test_it_allows_staff(client, django_user_model):
-    """Staff users may manage connections without explicit permissions."""
+def test_it_allows_owners(client, django_user_model):
+    """Owners of the project may manage connections."""
+    owner = member(django_user_model.objects.create_user("owner", password="pw-owner-123"), ProjectRole.OWNER)
+    client.force_login(owner)
+    assert client.get(CREATE).status_code == 200
+
+
+def test_it_refuses_staff_without_a_role(client, django_user_model, make_connection):
+    """Being staff gives no rights in a project: a staff user who is no member sees no connection."""
+    make_connection(name="gpt")
     staff = django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
     client.force_login(staff)
-    assert client.get(CREATE).status_code == 200
+    assert "gpt" not in client.get(LIST).content.decode()
+    assert client.get(reverse("workspace:connection_edit", args=["gpt"])).status_code == 404
+    assert client.get(CREATE).status_code == 403
+
+
+def test_it_hides_other_projects_connections(client, django_user_model, make_connection):
+    """A member of another project does not see the default project's connections (404, not 403), and creates
+    connections in their own project."""
+    make_connection(name="gpt")
+    other = Project.objects.create(name="other-team")
+    user = member(django_user_model.objects.create_user("ann", password="pw-ann-12345"), "contributor", other)
+    client.force_login(user)
+    assert "gpt" not in client.get(LIST).content.decode()
+    assert client.get(reverse("workspace:connection_edit", args=["gpt"])).status_code == 404
+    assert client.post(reverse("workspace:connection_delete", args=["gpt"])).status_code == 404
+    assert _post_create(client, "serp", name="mine").status_code == 302
+    assert Connection.objects.get(name="mine").project == other
 
 
 # --- htmx and no-JS form behaviour -----------------------------------------------------------

@@ -86,7 +86,13 @@ def test_it_gives_anonymous_users_an_empty_bell(django_assert_num_queries):
     request.user = AnonymousUser()
     with django_assert_num_queries(0):
         context = bell_context(request)
-    assert context == {"notifications": [], "unread_notifications": 0, "notifications_running": False}
+    assert context == {
+        "notifications": [],
+        "unread_notifications": 0,
+        "notifications_running": False,
+        "current_project": None,
+        "switchable_projects": [],
+    }
 
 
 def test_it_shows_the_bell_on_pages(user_client, user):

@@ -30,9 +30,10 @@ def failure(response: httpx.Response) -> ApiFailure:
 
 
 class Api:
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, project: str | None = None) -> None:
         self.url = url
         self.token = token
+        self.project = project  # where new flows, connections and endpoints go (None: the studio decides)
 
     def request(self, method: str, path: str, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
         headers = {"Accept": "application/json"}

@@ -28,9 +28,9 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def api() -> Api:
-    settings = config.load()
-    return Api(settings.url, settings.token)
+def api(args=None) -> Api:
+    settings = config.load(getattr(args, "project", None))
+    return Api(settings.url, settings.token, settings.project)
 
 
 def confirm(args, what: str) -> None:
@@ -64,8 +64,18 @@ def login(args) -> int:
             password = getpass.getpass("Password: ")
         issued = Api(url).post("/auth/token", json={"username": args.username, "password": password, "name": args.name})
         token, username = issued["token"], issued["username"]
-    path = config.save(url, token, username)
-    out({"url": url, "username": username, "config": str(path)})
+    project = args.project or stored.get("project")
+    path = config.save(url, token, username, project)
+    out({"url": url, "username": username, "config": str(path), **({"project": project} if project else {})})
+    return 0
+
+
+# --- projects ------------------------------------------------------------------------------------
+
+
+def projects(args) -> int:
+    """The user's projects and their role in each: what they may do there follows from it."""
+    out(api(args).get("/projects"))
     return 0
 
 
@@ -76,7 +86,10 @@ def connection_create(args) -> int:
     spec = specs.connection_spec(args.file)
     if args.name:
         spec.body["name"] = args.name
-    out(api().post("/connections", json=spec.body))
+    client = api(args)
+    if client.project:
+        spec.body["project"] = client.project
+    out(client.post("/connections", json=spec.body))
     return 0
 
 
@@ -109,11 +122,14 @@ def connection_delete(args) -> int:
 # --- models (flows) ------------------------------------------------------------------------------
 
 
-def upload_flow(client: Api, name: str | None, folder: Path, description: str = "") -> dict:
+def upload_flow(client: Api, name: str | None, folder: Path, description: str = "", project: str | None = None) -> dict:
+    """A new flow goes to `project` (default: the client's); a new version stays in its flow's project."""
     content, filename = specs.zip_flow(folder)
     data = {"description": description} if description else {}
     if name:
         data["name"] = name
+    if project or client.project:
+        data["project"] = project or client.project
     note(f"Uploading {folder} ({len(content) // 1024 + 1} KiB); the studio validates it with promptflow...")
     files = {"file": (filename, content, "application/zip")}
     return client.post("/flows", data=data, files=files, timeout=IMPORT_TIMEOUT)
@@ -129,7 +145,7 @@ def model_create(args) -> int:
         if not args.name or not args.path:
             raise CliError("model create: give -f model.yml, or --name and --path.")
         name, folder, description = args.name, Path(args.path).resolve(), ""
-    out(upload_flow(api(), name, folder, args.description or description))
+    out(upload_flow(api(args), name, folder, args.description or description))
     return 0
 
 
@@ -167,7 +183,10 @@ def endpoint_create(args) -> int:
     traffic = {key: spec.body.pop(key) for key in ("traffic", "mirror_traffic") if key in spec.body}
     if any(traffic.values()):
         note("traffic is set once deployments exist (online-endpoint update --traffic); ignored at create.")
-    out(api().post("/online-endpoints", json=spec.body))
+    client = api(args)
+    if client.project:
+        spec.body["project"] = client.project
+    out(client.post("/online-endpoints", json=spec.body))
     return 0
 
 
@@ -228,7 +247,9 @@ def endpoint_delete(args) -> int:
 
 
 def endpoint_invoke(args) -> int:
-    """Call the scoring URI directly with the endpoint's key or token, as `az ml online-endpoint invoke` does."""
+    """Call the scoring URI directly with the endpoint's key or token, as `az ml online-endpoint invoke` does.
+
+    A Reader may test but not see keys: then the studio scores for them (POST .../invoke)."""
     try:
         content = Path(args.request_file).read_bytes()
         json.loads(content)
@@ -238,7 +259,15 @@ def endpoint_invoke(args) -> int:
         raise CliError(f"--request-file: {args.request_file} is not valid JSON: {exc}.") from None
     client = api()
     endpoint = client.get(_endpoint_path(args.name))
-    secret = credentials(client, endpoint)
+    try:
+        secret = credentials(client, endpoint)
+    except ApiFailure as exc:
+        if exc.http_status != 403:
+            raise
+        params = {"deployment_name": args.deployment_name} if args.deployment_name else {}
+        path = f"{_endpoint_path(args.name)}/invoke"
+        out(client.post(path, json=json.loads(content), params=params, timeout=INVOKE_TIMEOUT))
+        return 0
     credential = secret.get("primaryKey") or secret.get("accessToken")
     headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
     if args.deployment_name:
@@ -282,9 +311,10 @@ def _put_deployment(args, require_model: bool) -> int:
     for line in spec.notes:
         note(line)
     endpoint, name = _deployment_target(args, spec)
-    client = api()
+    client = api(args)
     if isinstance(model, specs.InlineModel):
-        version = upload_flow(client, model.name or None, model.path)
+        project = client.get(_endpoint_path(endpoint))["project"]  # a new flow goes where its endpoint is
+        version = upload_flow(client, model.name or None, model.path, project=project)
         model = version["id"]
         note(f"Registered flow {model}.")
     if model:

@@ -1,5 +1,6 @@
-"""Where the studio is and the token to use: ~/.config/flowdeploy/config.json (mode 600), or the
-FLOWDEPLOY_URL and FLOWDEPLOY_TOKEN environment variables, which win over the file."""
+"""Where the studio is, the token to use and the project new things go to: ~/.config/flowdeploy/config.json
+(mode 600), or the FLOWDEPLOY_URL, FLOWDEPLOY_TOKEN and FLOWDEPLOY_PROJECT environment variables, which win
+over the file (and --project wins over both)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def normalize_url(url: str) -> str:
 class Settings:
     url: str
     token: str
+    project: str | None = None
 
 
 def read_file() -> dict:
@@ -44,7 +46,8 @@ def read_file() -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def load() -> Settings:
+def load(project: str | None = None) -> Settings:
+    """The studio and token; `project` is --project's value, which wins over the environment and the file."""
     stored = read_file()
     url = os.environ.get("FLOWDEPLOY_URL") or stored.get("url") or ""
     token = os.environ.get("FLOWDEPLOY_TOKEN") or stored.get("token") or ""
@@ -53,13 +56,15 @@ def load() -> Settings:
             "Not logged in: run `flowdeploy login --url URL --username NAME --password PASSWORD` "
             "(or set FLOWDEPLOY_URL and FLOWDEPLOY_TOKEN)."
         )
-    return Settings(normalize_url(url), token)
+    project = project or os.environ.get("FLOWDEPLOY_PROJECT") or stored.get("project") or None
+    return Settings(normalize_url(url), token, project)
 
 
-def save(url: str, token: str, username: str = "") -> Path:
+def save(url: str, token: str, username: str = "", project: str | None = None) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = json.dumps({"url": url, "token": token, "username": username}, indent=2) + "\n"
+    data = {"url": url, "token": token, "username": username, **({"project": project} if project else {})}
+    text = json.dumps(data, indent=2) + "\n"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)

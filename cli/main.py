@@ -1,6 +1,8 @@
 """`flowdeploy`: connections, models (flows), online endpoints and deployments, shaped like `az ml`.
 
 flowdeploy login --url http://127.0.0.1:8000 --username admin --password ...
+flowdeploy projects
+flowdeploy --project lab online-endpoint create -n my-endpoint
 flowdeploy model create --name web --path ./web-classification
 flowdeploy online-endpoint create -f endpoint.yml
 flowdeploy online-deployment create -f deployment.yml --all-traffic
@@ -32,6 +34,17 @@ def _group(subparsers, name: str, help: str):
     return parser.add_subparsers(title="commands", metavar="COMMAND")
 
 
+PROJECT_HELP = (
+    "The project new flows, connections and endpoints go to (or FLOWDEPLOY_PROJECT, or the one saved by "
+    "login --project; default: your only project, else 'default')"
+)
+
+
+def _project(parser) -> None:
+    """--project after the command too; SUPPRESS keeps the value given before the command when it is absent."""
+    parser.add_argument("--project", default=argparse.SUPPRESS, help=PROJECT_HELP)
+
+
 def _file(parser, required: bool = True, help: str = "The YAML file") -> None:
     parser.add_argument("-f", "--file", required=required, help=help)
 
@@ -52,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage Flowdeploy: connections, models (flows), online endpoints and deployments.",
     )
     parser.add_argument("--debug", action="store_true", help="Show the traceback of unexpected errors")
+    parser.add_argument("--project", help=PROJECT_HELP)
     parser.set_defaults(handler=None, group_parser=parser)
     top = parser.add_subparsers(title="groups", metavar="GROUP")
 
@@ -62,9 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--password", "-p", help="Asked for when omitted on a terminal")
     login.add_argument("--token", help="Use this personal access token (fdp_...) instead of a password")
     login.add_argument("--name", default="flowdeploy-cli", help="Name of the token created for this login")
+    _project(login)
+
+    command = top.add_parser("projects", help="Your projects and your role in each")
+    command.set_defaults(handler=commands.projects)
 
     group = _group(top, "connection", "Connections to model providers (promptflow's connection YAML)")
     command = _command(group, "create", commands.connection_create, "Create a connection from its YAML")
+    _project(command)
     _file(command)
     command.add_argument("-n", "--name", help="Overrides the name in the file")
     command = _command(group, "update", commands.connection_update, "Update a connection from its YAML")
@@ -79,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     group = _group(top, "model", "Flows, registered as versioned models")
     command = _command(group, "create", commands.model_create, "Upload a flow folder as a new version")
+    _project(command)
     _file(command, required=False, help="Azure's model YAML (name, path)")
     command.add_argument("-n", "--name", help="The flow's name")
     command.add_argument("-p", "--path", help="The flow folder (with flow.dag.yaml) or a zip of it")
@@ -90,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     group = _group(top, "online-endpoint", "Online endpoints")
     command = _command(group, "create", commands.endpoint_create, "Create an online endpoint")
+    _project(command)
     _file(command, required=False, help="Azure's endpoint YAML")
     command.add_argument("-n", "--name", help="Overrides the name in the file")
     command.add_argument("--auth-mode", choices=["key", "aml_token"])

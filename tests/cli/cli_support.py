@@ -4,7 +4,15 @@ from pathlib import Path
 
 import yaml
 
+from workspace.models import Membership, Project, ProjectRole
+
 PASSWORD = "pw-cli-tests-123"
+
+
+def member(user, role: ProjectRole, project: Project | None = None):
+    """Make `user` a member of `project` (default: the default project) with `role`; returns the user."""
+    Membership.objects.update_or_create(project=project or Project.default(), user=user, defaults={"role": role})
+    return user
 
 
 def write_yaml(folder: Path, name: str, data: dict) -> Path:

@@ -1,11 +1,11 @@
-"""Run `flowdeploy` in-process against the live test server, as a signed-in staff user."""
+"""Run `flowdeploy` in-process against the live test server, as a signed-in Owner of the default project."""
 
 import json
 import threading
 from dataclasses import dataclass
 
 import pytest
-from cli_support import PASSWORD
+from cli_support import PASSWORD, member
 
 from django.db import connection
 
@@ -13,6 +13,7 @@ from api.models import PersonalAccessToken
 from cli.main import main
 from endpoints import services
 from endpoints.models import Deployment, DeploymentState, Phase
+from workspace.models import ProjectRole
 
 
 @dataclass
@@ -28,7 +29,14 @@ class Result:
 
 @pytest.fixture
 def staff(transactional_db, django_user_model):
-    return django_user_model.objects.create_user("ops", password=PASSWORD, is_staff=True)
+    """Owner of the default project."""
+    return member(django_user_model.objects.create_user("ops", password=PASSWORD, is_staff=True), ProjectRole.OWNER)
+
+
+@pytest.fixture
+def reader(transactional_db, django_user_model):
+    """Reader of the default project."""
+    return member(django_user_model.objects.create_user("reader", password=PASSWORD), ProjectRole.READER)
 
 
 @pytest.fixture
@@ -38,6 +46,7 @@ def home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("FLOWDEPLOY_URL", raising=False)
     monkeypatch.delenv("FLOWDEPLOY_TOKEN", raising=False)
+    monkeypatch.delenv("FLOWDEPLOY_PROJECT", raising=False)
     monkeypatch.setenv("FLOWDEPLOY_POLL_INTERVAL", "0.1")
     return tmp_path
 

@@ -48,13 +48,12 @@ def test_it_logs_in_with_a_token_after_checking_it(run, live_server, staff, home
     assert "not valid" in bad.err
 
 
-def test_it_lets_the_environment_override_the_config_file(run, live_server, staff, monkeypatch):
+def test_it_lets_the_environment_override_the_config_file(run, live_server, staff, reader, monkeypatch):
     run("login", "--url", live_server.url, "--username", "ops", "--password", PASSWORD)
-    reader = type(staff).objects.create_user("reader", password=PASSWORD)
     monkeypatch.setenv("FLOWDEPLOY_TOKEN", PersonalAccessToken.issue(reader)[1])
     result = run("online-endpoint", "create", "--name", "ep-env")
     assert result.code == 1
-    assert "endpoints.add_endpoint" in result.err
+    assert "You are Reader of project 'default'" in result.err
     monkeypatch.setenv("FLOWDEPLOY_URL", "http://127.0.0.1:9")
     result = run("online-endpoint", "list")
     assert result.code == 1 and result.err.startswith("Cannot reach the studio at http://127.0.0.1:9")

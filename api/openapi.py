@@ -41,7 +41,6 @@ NEEDS: dict[str, Action | None] = {
 }
 NOTES = {
     Action.VIEW: "Lists hold only the objects of your projects.",
-    Action.DEPLOY: "",
     Action.READ_KEYS: "Keys and tokens are never shown to a Reader.",
     Action.TEST: "A Reader may test: the endpoint's credentials stay in the studio.",
 }

@@ -531,9 +531,21 @@ def _put_deployment(request, endpoint: Endpoint, name: str):
     reference = field(data, "flow", str, required=existing is None)
     flow_version = find_flow_version(request, reference) if reference else existing.flow_version
     values = {key: data[key] for key in services.DEPLOYMENT_DEFAULTS if key in data}
+    _check_override_targets(request, values.get("connection_overrides"))
     deployment = services.create_or_update_deployment(endpoint, name, flow_version, user=request.user, **values)
     deployment = _deployment(request, endpoint.name, name)
     return ok(rep.deployment_json(deployment, detail=True), 200 if existing else 201)
+
+
+def _check_override_targets(request, overrides) -> None:
+    """A deployment may use only connections the user can see: another project's is as if it did not exist."""
+    if not isinstance(overrides, dict):
+        return  # the service names the field
+    targets = {target for target in overrides.values() if isinstance(target, str) and target}
+    seen = set(access.visible(request.user, Connection.objects.filter(name__in=targets)).values_list("name", flat=True))
+    for target in sorted(targets - seen):
+        if Connection.objects.filter(name=target).exists():
+            raise bad_request(f"There is no connection named {target!r}.", "connection_overrides")
 
 
 @api_view("GET")

@@ -157,3 +157,21 @@ def test_it_deploys_only_a_flow_the_user_can_see(lab, as_user, fake_import):
     response = bob.put("/online-endpoints/ep-bob/deployments/blue", {"flow": "web:1"})
     assert response.status_code == 400 and error(response)["field"] == "flow"
     assert "there is no version 1 of flow 'web'" in error(response)["message"]
+
+
+def test_it_does_not_let_a_deployment_use_another_projects_connection(lab, as_user, fake_import):
+    ann = as_user("ann", {"lab": "owner"})
+    bob = as_user("bob", {"default": "owner"})
+    ann.post("/connections", {**OPEN_AI, "name": "lab-gpt"})
+    bob.post("/connections", {**OPEN_AI, "name": "gpt"})
+    _upload(bob, "web")
+    FlowVersion.objects.filter(flow__name="web").update(connections=[{"name": "gpt", "type": "OpenAIConnection"}])
+    bob.post("/online-endpoints", {"name": "ep-bob"})
+    answers = [
+        bob.put("/online-endpoints/ep-bob/deployments/blue", {"flow": "web:1", "connection_overrides": {"gpt": name}})
+        for name in ("lab-gpt", "no-such")
+    ]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert error(answers[0])["field"] == "connection_overrides"
+    assert error(answers[0])["message"] == "There is no connection named 'lab-gpt'."
+    assert error(answers[1])["message"] == "There is no connection named 'no-such'."

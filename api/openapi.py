@@ -44,14 +44,22 @@ NOTES = {
     Action.READ_KEYS: "Keys and tokens are never shown to a Reader.",
     Action.TEST: "A Reader may test: the endpoint's credentials stay in the studio.",
 }
+OPERATION_NOTES = {
+    "getLogs": "As in Azure Machine Learning, whose Reader role has no getLogs action: a log can hold a flow's "
+    "inputs. The deployment's events are also in its show, for Readers.",
+    "createFlowVersion": "A folder on the server's disk needs a superuser.",
+}
+CREATES = ("createConnection", "createFlowVersion", "createOnlineEndpoint")
 
 
-def needs_text(action: Action | None) -> str:
+def needs_text(action: Action | None, operation_id: str = "") -> str:
     """The role an operation needs, as its description says it."""
     if action is None:
         return "Needs a signed-in user; the answer holds only their own projects."
     roles = ROLES_FROM[MINIMUM_ROLE[action]]
-    return f"Needs {roles} in the object's project (action `{action}`). {NOTES.get(action, '')}".strip()
+    where = "the target project" if operation_id in CREATES else "the object's project"
+    notes = " ".join(note for note in (NOTES.get(action), OPERATION_NOTES.get(operation_id)) if note)
+    return f"Needs {roles} in {where} (action `{action}`). {notes}".strip()
 
 
 def _ref(name: str) -> dict:
@@ -123,7 +131,7 @@ def _op(
     operation: dict[str, Any] = {"summary": summary, "tags": [tag], "operationId": operation_id, "responses": responses}
     if not public:
         action = NEEDS[operation_id]
-        operation["description"] = needs_text(action)
+        operation["description"] = needs_text(action, operation_id)
         operation["x-flowdeploy-action"] = action.value if action else None
         if action is not None and "403" not in responses and MINIMUM_ROLE[action] != "reader":
             responses["403"] = _error(messages[403])

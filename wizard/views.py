@@ -30,10 +30,9 @@ def _require_deploy(request) -> None:
 
 
 def _draft(request, draft_id) -> DeploymentDraft:
-    drafts = DeploymentDraft.objects.active().select_related("flow_version__flow", "deployment__endpoint")
-    draft = get_object_or_404(drafts, pk=draft_id, owner=request.user)
     _require_deploy(request)
-    return draft
+    drafts = DeploymentDraft.objects.active().select_related("flow_version__flow", "deployment__endpoint")
+    return get_object_or_404(drafts, pk=draft_id, owner=request.user)
 
 
 def deployable_endpoints(user) -> list[Endpoint]:

@@ -1,15 +1,16 @@
 """Users, a flow version and a draft for the wizard's view tests."""
 
 import pytest
+from roles import member
 
-from django.contrib.auth.models import Permission
+from workspace.models import ProjectRole
 
 
 @pytest.fixture
 def deployer(django_user_model):
+    """A Contributor of the default project: may deploy there."""
     user = django_user_model.objects.create_user("deployer", password="deployer-pass-1")
-    user.user_permissions.add(Permission.objects.get(codename="add_deployment", content_type__app_label="endpoints"))
-    return user
+    return member(user, ProjectRole.CONTRIBUTOR)
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ stale drafts, permissions, draft ownership and expiry."""
 from datetime import timedelta
 
 import pytest
+from roles import member
 
 from endpoints import services
 from endpoints.models import Deployment, DeploymentState, Endpoint
 from wizard.models import DeploymentDraft
-from workspace.models import Notification
+from workspace.models import Notification, ProjectRole
 
 pytestmark = pytest.mark.django_db
 
@@ -204,9 +205,9 @@ def test_it_overwrites_a_confirmed_existing_deployment(
     assert (blue.generation, blue.state, blue.instance_count) == (2, DeploymentState.UPDATING, 2)
 
 
-def test_it_refuses_the_wizard_without_the_permission(client, django_user_model, flow_version, draft):
+def test_it_refuses_the_wizard_to_a_reader(client, django_user_model, flow_version, draft):
     viewer = django_user_model.objects.create_user("viewer", password="viewer-pass-1", is_staff=True)
-    client.force_login(viewer)
+    client.force_login(member(viewer, ProjectRole.READER))
     assert client.post("/deployments/new/", {"flow_version": flow_version.pk}).status_code == 403
     for step in ("basic", "endpoint", "deployment", "outputs", "review"):
         assert client.get(draft.step_url(step)).status_code == 403
@@ -228,11 +229,8 @@ def test_it_shows_deploy_on_the_flow_page_and_the_bulk_run(deployer_client, flow
 
 
 def test_it_keeps_drafts_to_their_owner(client, django_user_model, draft):
-    from django.contrib.auth.models import Permission
-
     other = django_user_model.objects.create_user("other", password="other-pass-1")
-    other.user_permissions.add(Permission.objects.get(codename="add_deployment"))
-    client.force_login(other)
+    client.force_login(member(other, ProjectRole.CONTRIBUTOR))
     assert client.get(draft.step_url("basic")).status_code == 404
     assert client.post(draft.step_url("review")).status_code == 404
 

@@ -4,8 +4,8 @@ promptflow set, are refused with the field and the name, through the services, t
 import json
 
 import pytest
+from roles import member
 
-from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 
 from api.models import PersonalAccessToken
@@ -14,6 +14,7 @@ from endpoints.environment_variables import MAX_VALUE_BYTES, environment_variabl
 from endpoints.models import Deployment, DeploymentState
 from flows.models import Flow, FlowSource, FlowVersion
 from wizard.models import DeploymentDraft
+from workspace.models import ProjectRole
 
 REFUSED = [
     ("LD_PRELOAD", "it changes how the dynamic loader starts the instance"),
@@ -163,7 +164,7 @@ def test_the_api_answers_400_naming_the_field_and_the_variable(
     client, django_user_model, endpoint, flow_version, django_capture_on_commit_callbacks
 ):
     staff = django_user_model.objects.create_user("ops", password="pw-env-tests-1", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="add_deployment", content_type__app_label="endpoints"))
+    member(staff, ProjectRole.OWNER)
     token = PersonalAccessToken.issue(staff)[1]
     body = {"flow": "web:1", "environment_variables": {"LD_PRELOAD": "/tmp/x.so"}}
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -192,9 +193,7 @@ def test_the_wizard_sends_an_update_with_a_refused_variable_back_to_the_deployme
     Deployment.objects.filter(pk=blue.pk).update(
         state=DeploymentState.SUCCEEDED, environment_variables={"PYTHONSTARTUP": "/tmp/x.py"}
     )
-    user = django_user_model.objects.create_user("deployer", password="deployer-pass-1")
-    for codename in ("add_deployment", "change_deployment"):
-        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="endpoints"))
+    user = member(django_user_model.objects.create_user("deployer", password="deployer-pass-1"), "contributor")
     client.force_login(user)
     assert client.post("/deployments/new/", {"flow_version": flow_version.pk}).status_code == 302
     draft = DeploymentDraft.objects.get()

@@ -4,9 +4,8 @@ the deployment's events; one test reads a real instance's gunicorn log."""
 import re
 
 import pytest
+from roles import member
 from support import wait_for
-
-from django.contrib.auth.models import Permission
 
 from endpoints.models import Deployment, DeploymentEvent, DeploymentState, Endpoint, Instance, InstanceState
 from flows.models import Flow, FlowSource, FlowVersion
@@ -67,9 +66,8 @@ def instances(deployment):
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    """A signed-in user with the view permission on deployments and nothing else."""
-    user = django_user_model.objects.create_user("viewer", password="viewer-pass-1")
-    user.user_permissions.add(Permission.objects.get(codename="view_deployment", content_type__app_label="endpoints"))
+    """A signed-in Reader of the default project: looks, changes nothing."""
+    user = member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "reader")
     client.force_login(user)
     return client
 
@@ -208,17 +206,17 @@ def test_it_answers_404_for_another_deployments_instance(viewer, deployment, ins
     assert viewer.get(LOGS, {"instance": str(other.id)}).status_code == 404
 
 
-def test_it_requires_the_view_permission(client, django_user_model, instances):
+def test_it_requires_a_role_in_the_project(client, django_user_model, instances):
     assert client.get(LOGS).status_code == 302  # to sign in
     django_user_model.objects.create_user("nobody", password="nobody-pass-1")
     client.login(username="nobody", password="nobody-pass-1")
     response = client.get(LOGS)
-    assert response.status_code == 403
+    assert response.status_code == 404  # no member: the deployment's name does not leak either
     assert "new-1 line" not in response.content.decode()
 
 
-def test_it_lets_staff_read_the_logs(client, django_user_model, instances):
-    client.force_login(django_user_model.objects.create_user("ops", password="ops-pass-1", is_staff=True))
+def test_it_lets_owners_read_the_logs(client, django_user_model, instances):
+    client.force_login(member(django_user_model.objects.create_user("ops", password="ops-pass-1"), "owner"))
     assert client.get(LOGS).status_code == 200
 
 

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from roles import member
 
 from django.test import AsyncRequestFactory
 from django.urls import reverse
@@ -130,8 +131,8 @@ def _assert_spread(arrivals: list[float]) -> None:
 
 @pytest.fixture
 def reader(client, django_user_model):
-    """Signed in, without the permission to change endpoints."""
-    user = django_user_model.objects.create_user("reader", password="pass-12345")
+    """Signed in as a Reader of the default project: may look and test, nothing more."""
+    user = member(django_user_model.objects.create_user("reader", password="pass-12345"), "reader")
     client.force_login(user)
     return client
 
@@ -242,14 +243,15 @@ def test_it_explains_an_unreachable_gateway(admin_client, typed):
     assert json.loads(_shown(html, "result-request")) == sent
 
 
-def test_it_shows_a_notice_and_refuses_tests_without_the_permission(reader, typed, chatty):
+def test_it_lets_a_reader_test_and_refuses_who_is_no_member(reader, client, django_user_model, typed, chatty):
     page = reader.get(_test_url(typed))
     assert page.status_code == 200
-    assert 'id="test-permission"' in page.content.decode()
-    assert reader.post(_test_url(typed), {"fd-editor": "json", "fd-json": "{}"}).status_code == 403
-    refused = reader.post(_chat_url(chatty), {"question": "hi"})
-    assert refused.status_code == 403
-    assert "endpoints.change_endpoint" in refused.json()["error"]["message"]
+    assert 'id="test-permission"' not in page.content.decode()
+    assert reader.post(_test_url(typed), {"fd-editor": "json", "fd-json": "[]"}).status_code == 200
+    client.force_login(django_user_model.objects.create_user("stranger", password="pass-12345"))
+    assert client.get(_test_url(typed)).status_code == 404
+    assert client.post(_test_url(typed), {"fd-editor": "json", "fd-json": "{}"}).status_code == 404
+    assert client.post(_chat_url(chatty), {"question": "hi"}).status_code == 404
 
 
 def test_it_never_puts_the_endpoints_keys_in_the_page(admin_client, typed, chatty):

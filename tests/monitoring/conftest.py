@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from roles import member
 
 from serving import collector as collection
 
@@ -82,8 +83,8 @@ def deployment_row(db):
 
 @pytest.fixture
 def signed_in(browser, live_server, django_user_model) -> Iterator:
-    """A page signed in, through the sign-in form, as a user with no rights beyond looking."""
-    django_user_model.objects.create_user("data-viewer", password=PASSWORD)
+    """A page signed in, through the sign-in form, as a Reader of the default project: no rights beyond looking."""
+    member(django_user_model.objects.create_user("data-viewer", password=PASSWORD), "reader")
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     context.set_default_timeout(30_000)
     page = context.new_page()

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from roles import member
 
-from django.contrib.auth.models import Permission
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
@@ -22,14 +22,15 @@ PAGE = "/data-assets/ep-data/blue/"
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("viewer", password="viewer-pass-1"))
+    """A Reader of the default project."""
+    client.force_login(member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "reader"))
     return client
 
 
 @pytest.fixture
 def changer(client, django_user_model):
-    user = django_user_model.objects.create_user("changer", password="changer-pass-1")
-    user.user_permissions.add(Permission.objects.get(codename="change_deployment"))
+    """A Contributor of the default project: may change how a deployment collects."""
+    user = member(django_user_model.objects.create_user("changer", password="changer-pass-1"), "contributor")
     client.force_login(user)
     return client
 
@@ -57,17 +58,37 @@ def test_it_requires_signing_in(client, recent):
 
 
 def test_it_lists_collecting_deployments_and_data_left_by_deleted_ones(viewer, deployment_row, collect):
-    """Deployments with collection on are listed (even before any data); folders of deleted deployments too;
-    a deployment with collection off and no data is not."""
+    """Deployments with collection on are listed (even before any data); folders of deleted deployments of an
+    endpoint of the user's project too; a deployment with collection off and no data is not."""
     deployment_row(name="blue")
     deployment_row(name="green", data_collection=False)
-    collect("ep-gone", "red", "req-1", {"q": 1}, {"a": 1}, timezone.now())
+    collect("ep-data", "red", "req-1", {"q": 1}, {"a": 1}, timezone.now())
     html = viewer.get("/data-assets/").content.decode()
     assert 'data-asset="ep-data/blue"' in html
-    assert 'data-asset="ep-gone/red"' in html
+    assert 'data-asset="ep-data/red"' in html
     assert "Deployment deleted" in html
     assert 'data-asset="ep-data/green"' not in html
     assert 'href="/data-assets/"' in html and ">Data</a>" in html  # the left navigation
+
+
+def test_it_shows_data_of_a_deleted_endpoint_to_superusers_only(viewer, admin_client, deployment_row, collect):
+    """An endpoint that is gone belongs to no project any more: its data is the site administrator's."""
+    collect("ep-gone", "red", "req-1", {"q": 1}, {"a": 1}, timezone.now())
+    assert 'data-asset="ep-gone/red"' not in viewer.get("/data-assets/").content.decode()
+    assert viewer.get("/data-assets/ep-gone/red/").status_code == 404
+    assert 'data-asset="ep-gone/red"' in admin_client.get("/data-assets/").content.decode()
+    assert admin_client.get("/data-assets/ep-gone/red/").status_code == 200
+
+
+def test_it_hides_other_projects_data(client, django_user_model, deployment_row, collect):
+    from workspace.models import Project
+
+    deployment_row(name="blue")
+    outsider = django_user_model.objects.create_user("out", password="out-pass-123")
+    client.force_login(member(outsider, "owner", Project.objects.create(name="team-c")))
+    assert 'data-asset="ep-data/blue"' not in client.get("/data-assets/").content.decode()
+    assert client.get(PAGE).status_code == 404
+    assert client.post(f"{PAGE}policy/", {"sampling_percent": "5", "retention_days": "3"}).status_code == 404
 
 
 def test_it_shows_the_newest_records_with_inputs_and_outputs_side_by_side(viewer, recent, collection_dir):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from roles import member
 from support import wait_for
 
 from endpoints import services
@@ -80,7 +81,7 @@ def test_it_collects_exactly_the_scored_requests_of_deployments_with_collection_
     assert not (root / "red").exists()
     assert green.data_collection
 
-    client.force_login(django_user_model.objects.create_user("data-viewer", password="viewer-pass-1"))
+    client.force_login(member(django_user_model.objects.create_user("data-viewer", password="viewer-pass-1"), "reader"))
     html = client.get("/data-assets/ep-dc/blue/", {"request_id": "b-1"}).content.decode()
     assert '<tr data-request-id="b-1">' in html and '<tr data-request-id="b-0">' not in html
     assert "Paris" in html

@@ -400,6 +400,7 @@ def test_it_hides_other_projects_connections(client, django_user_model, make_con
     assert "gpt" not in client.get(LIST).content.decode()
     assert client.get(reverse("workspace:connection_edit", args=["gpt"])).status_code == 404
     assert client.post(reverse("workspace:connection_delete", args=["gpt"])).status_code == 404
+    assert "in project other-team" in client.get(CREATE).content.decode()
     assert _post_create(client, "serp", name="mine").status_code == 302
     assert Connection.objects.get(name="mine").project == other
 

@@ -13,6 +13,10 @@ Basic` header, so the token travels in a header, never in the path that the stud
 uvicorn's access log write. When a fetch fails, promptflow's traceback in the instance's own log does
 show the URL with the token; by then the start has failed, and the token dies with it (the instance
 is stopped, or its crash is recorded) or expires.
+
+On top of that, the endpoint's identity (its system-assigned one, or its user-assigned one) must hold
+Connection Secrets Reader on the endpoint's project at the moment of the fetch (workspace/identities.py);
+else the studio answers 403 naming the identity, the role and where an Owner grants it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from django.core import signing
 
 from endpoints.models import LIVE_INSTANCE_STATES, DeploymentState, Instance
 from flows.models import FlowVersion
+from workspace import identities
 from workspace.connections import connection_type_names
+from workspace.models import BuiltInRole, RoleScope
 
 SALT = "flowdeploy.connection-provider.v2"
 USERNAME = "instance"
@@ -87,7 +93,9 @@ def instance_for(token: str, now: float | None = None) -> Instance | None:
     if not isinstance(expires, int) or expires <= (now if now is not None else time.time()):
         return None
     instance = (
-        Instance.objects.select_related("deployment__flow_version")
+        Instance.objects.select_related(
+            "deployment__flow_version", "deployment__endpoint__project", "deployment__endpoint__user_assigned_identity"
+        )
         .filter(pk=instance_id, deployment_id=deployment_id, generation=generation, restarts=restarts)
         .filter(state__in=LIVE_INSTANCE_STATES)
         .exclude(deployment__state=DeploymentState.DELETING)
@@ -98,6 +106,17 @@ def instance_for(token: str, now: float | None = None) -> Instance | None:
     if generation not in (instance.deployment.generation, instance.deployment.live_generation):
         return None
     return instance
+
+
+def secrets_refusal(instance: Instance) -> str:
+    """Why the instance's endpoint identity may not read connection secrets now, or "": it must hold Connection
+    Secrets Reader on the endpoint's project at the moment of the fetch, so a revoked role stops the next start."""
+    endpoint = instance.deployment.endpoint
+    principal = identities.principal_of(endpoint)
+    role = BuiltInRole.CONNECTION_SECRETS_READER
+    if identities.holds(endpoint.project_id, principal.principal_id, role, RoleScope.PROJECT):
+        return ""
+    return identities.missing_role_message(endpoint, role, RoleScope.PROJECT)
 
 
 def allowed_caller(meta: dict) -> bool:

@@ -7,13 +7,15 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
 from endpoints import sizes
 from flows.models import FlowVersion
 from workspace.crypto import decrypt_json, encrypt_json
-from workspace.models import default_project_pk
+from workspace.models import RoleAssignment, default_project_pk
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 NAME_RULE = (
@@ -58,7 +60,10 @@ class Endpoint(models.Model):
     )
     auth_type = models.CharField(max_length=16, choices=AuthType.choices, default=AuthType.KEY)
     identity_type = models.CharField(max_length=20, choices=IdentityType.choices, default=IdentityType.SYSTEM)
-    user_assigned_identity = models.CharField(max_length=200, blank=True)
+    # The user-assigned identity the endpoint runs as (identity type User-assigned); one of its project's.
+    user_assigned_identity = models.ForeignKey(
+        "workspace.ManagedIdentity", null=True, blank=True, on_delete=models.PROTECT, related_name="endpoints"
+    )
     # The principal of the endpoint's system-assigned identity; role assignments name it.
     principal_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     enforce_access_to_connection_secrets = models.BooleanField(default=True)
@@ -328,3 +333,10 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%H:%M:%S} {self.phase}: {self.message}"
+
+
+@receiver(post_delete, sender=Endpoint, dispatch_uid="endpoints.system_identity_deleted")
+def _system_identity_deleted(sender, instance: Endpoint, **kwargs) -> None:
+    """The system-assigned identity is deleted with its endpoint, and with it every role it held. A signal, not
+    Endpoint.delete(): the deletion job, the admin and queryset deletes all pass here."""
+    RoleAssignment.objects.filter(principal_id=instance.principal_id).delete()

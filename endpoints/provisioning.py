@@ -49,7 +49,7 @@ from endpoints.models import (
 )
 from flows.execution import EnvironmentBuildError, flow_environment, writable_copy
 from serving import launcher
-from workspace import notifications
+from workspace import identities, notifications
 from workspace.models import Notification
 
 logger = logging.getLogger(__name__)
@@ -196,12 +196,18 @@ def _phase(job: Job, phase: str, message: str) -> None:
 
 def _validate(job: Job) -> None:
     deployment = job.deployment
-    _phase(job, Phase.VALIDATING, "Checking the flow, its connections and this machine's capacity.")
+    _phase(job, Phase.VALIDATING, "Checking the flow, its connections, the endpoint's identity and capacity.")
     problems = connection_problems(deployment.flow_version, deployment.connection_overrides)
     # A deployment saved before the environment-variable rule is held to it before anything starts.
     problems += environment_variable_problems(deployment.environment_variables)
     if problems:
         raise ProvisioningFailed(" ".join(problems))
+    # The roles the endpoint's identity holds now: reading connection secrets, and for a user-assigned
+    # identity also pulling the environment and reading the model (workspace/identities.py).
+    endpoint = deployment.endpoint
+    missing = identities.missing_roles(endpoint, deployment.flow_version)
+    if missing:
+        raise ProvisioningFailed(" ".join(identities.missing_role_message(endpoint, r, s) for r, s in missing))
     shortfall = capacity.shortfall(deployment)
     if shortfall:
         raise ProvisioningFailed(shortfall)

@@ -25,8 +25,9 @@ from endpoints.models import (
 )
 from flows.models import FlowVersion
 from serving import auth
-from workspace import audit, notifications
+from workspace import audit, identities, notifications
 from workspace.connections import connection_type_names
+from workspace.models import ManagedIdentity, Project
 
 KEY_NAMES = ("primary", "secondary")
 MAX_MIRROR_PERCENT = 50
@@ -79,8 +80,14 @@ def create_endpoint(
     enforce_access_to_connection_secrets: bool = True,
     tags: dict | None = None,
     description: str = "",
+    project: Project | None = None,
     user=None,
 ) -> Endpoint:
+    """A new endpoint in `project` (the default project when None). A user-assigned identity is named (or given
+    by an Azure resource id ending in its name) and must be one of the project's. With a system-assigned
+    identity and "Enforce access to connection secrets" on, the identity gets Connection Secrets Reader when
+    the deploying user holds it (workspace/identities.py)."""
+    project = project or Project.default()
     problem = endpoint_name_problem(name)
     if problem:
         raise ValidationError({"name": problem})
@@ -88,15 +95,16 @@ def create_endpoint(
         raise ValidationError({"auth_type": f"Authentication type must be one of {', '.join(AuthType.values)}."})
     if identity_type not in IdentityType.values:
         raise ValidationError({"identity_type": f"Identity type must be one of {', '.join(IdentityType.values)}."})
-    if identity_type == IdentityType.USER and not user_assigned_identity:
-        raise ValidationError({"user_assigned_identity": "Choose the user-assigned identity."})
+    identity = None
     if identity_type == IdentityType.USER:
+        identity = _user_assigned_identity(project, user_assigned_identity)
         enforce_access_to_connection_secrets = False  # only offered for system-assigned identities
     endpoint = Endpoint(
         name=name,
+        project=project,
         auth_type=auth_type,
         identity_type=identity_type,
-        user_assigned_identity=user_assigned_identity,
+        user_assigned_identity=identity,
         enforce_access_to_connection_secrets=enforce_access_to_connection_secrets,
         tags=clean_tags(tags),
         description=description,
@@ -110,10 +118,26 @@ def create_endpoint(
                 raise ValidationError({"name": problem})
             endpoint.save()
             audit.record(_user(user), "endpoint.create", name, auth_type=auth_type)
+            identities.grant_on_creation(endpoint, user)
     except IntegrityError:
         raise ValidationError({"name": f"Endpoint name {name} is already taken."}) from None
     transaction.on_commit(lambda: publishing.publish(endpoint))
     return endpoint
+
+
+def _user_assigned_identity(project: Project, name: str) -> ManagedIdentity:
+    if not (name or "").strip():
+        raise ValidationError({"user_assigned_identity": "Choose the user-assigned identity."})
+    identity = identities.identity_named(project, name)
+    if identity is None:
+        raise ValidationError(
+            {
+                "user_assigned_identity": f"Project '{project.name}' has no user-assigned identity named "
+                f"'{name}'. Create it on the project's Managed identities page "
+                f"({reverse('workspace:identities', args=[project.name])}), or choose one of its identities."
+            }
+        )
+    return identity
 
 
 def update_endpoint(endpoint: Endpoint, *, tags: dict | None = None, description: str | None = None, user=None):

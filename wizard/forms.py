@@ -16,6 +16,7 @@ from endpoints.models import AuthType, Deployment, Endpoint, IdentityType, check
 from flows.models import FlowVersion
 from monitoring.services import clean_policy as collection_policy
 from workspace.connections import connection_type_names
+from workspace.models import ManagedIdentity
 
 HIGH_AVAILABILITY = "For high availability, we recommend that you set the value to at least 3"
 
@@ -231,17 +232,33 @@ class EndpointForm(StepForm):
     identity_type = forms.ChoiceField(
         label="Identity type", choices=IdentityType.choices, widget=forms.RadioSelect, initial=IdentityType.SYSTEM
     )
-    user_assigned_identity = forms.CharField(label="User-assigned identity", required=False, max_length=200)
+    user_assigned_identity = forms.CharField(
+        label="User-assigned identity", required=False, max_length=200, widget=forms.Select
+    )
     enforce_access_to_connection_secrets = forms.BooleanField(
         label="Enforce access to connection secrets", required=False, initial=True
     )
     tags = TagsField(label="Tags", required=False)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The endpoint goes to the flow's project: its user-assigned identities are the ones to choose from.
+        self.project = self.flow_version.flow.project
+        names = ManagedIdentity.objects.filter(project=self.project).order_by("name").values_list("name", flat=True)
+        self.fields["user_assigned_identity"].widget.choices = [("", "Select an identity")] + [(n, n) for n in names]
+
     def clean(self):
         data = super().clean()
         if data.get("identity_type") == IdentityType.USER:
-            if not data.get("user_assigned_identity", "").strip():
+            name = data.get("user_assigned_identity", "").strip()
+            if not name:
                 self.add_error("user_assigned_identity", "Name the user-assigned identity.")
+            elif not ManagedIdentity.objects.filter(project=self.project, name=name).exists():
+                self.add_error(
+                    "user_assigned_identity",
+                    f"Project '{self.project.name}' has no user-assigned identity named '{name}'. Create it under "
+                    "Access control (IAM) > Managed identities.",
+                )
             data["enforce_access_to_connection_secrets"] = False
         else:
             data["user_assigned_identity"] = ""
@@ -255,6 +272,7 @@ class EndpointForm(StepForm):
             "user_assigned_identity": data["user_assigned_identity"].strip(),
             "enforce_access_to_connection_secrets": data["enforce_access_to_connection_secrets"],
             "tags": data["tags"],
+            "project": self.project,
         }
 
 

@@ -8,7 +8,8 @@ from django import forms
 
 from workspace.connection_types import NAME_MAX_LENGTH, NAME_RULE, ConnectionType, field_specs
 from workspace.connections import CUSTOM_FIELD, ConnectionSpec, ConnectionSpecError
-from workspace.models import SECRET_MASK, Connection
+from workspace.identities import Principal, member_choices, principal_for_member
+from workspace.models import SECRET_MASK, BuiltInRole, Connection, Project, ProjectRole, RoleScope
 
 BLANK_ROWS = 5
 MAX_ROWS = 50
@@ -179,3 +180,60 @@ class ConnectionForm(forms.Form):
                     self.add_error(name, message)
                 else:
                     self.add_error(None, message)
+
+
+# --- access control: managed identities, role assignments, members ------------------------------
+
+
+class ManagedIdentityForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=64, help_text="3 to 64 letters, digits, '-' or '_'.")
+
+
+class RoleAssignmentForm(forms.Form):
+    """Azure's "Add role assignment", one step at a time: Role, then Members (assign access to a managed identity:
+    an endpoint's system-assigned identity or a user-assigned one, and the scope), then Review + assign. A step's
+    form holds the fields of that step and of the steps before it, carried along as hidden fields."""
+
+    STEPS = ("role", "members", "review")
+    STEP_FIELDS = {
+        "role": ("role",),
+        "members": ("role", "assign_access_to", "member", "scope"),
+        "review": ("role", "assign_access_to", "member", "scope"),
+    }
+
+    role = forms.ChoiceField(label="Role", choices=BuiltInRole.choices, widget=forms.RadioSelect)
+    assign_access_to = forms.ChoiceField(
+        label="Assign access to",
+        choices=[("managed_identity", "Managed identity")],
+        initial="managed_identity",
+        widget=forms.RadioSelect,
+    )
+    member = forms.ChoiceField(label="Members")
+    scope = forms.ChoiceField(label="Scope", choices=RoleScope.choices)
+
+    def __init__(self, *args: Any, project: Project, step: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.step = step
+        self.principal: Principal | None = None
+        self.fields["member"].choices = [("", "Select a managed identity"), *member_choices(project)]
+        for name in list(self.fields):
+            if name not in self.STEP_FIELDS[step]:
+                del self.fields[name]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("member"):
+            self.principal = principal_for_member(self.project, data["member"])
+            if self.principal is None:
+                self.add_error("member", "That identity no longer exists in this project.")
+        return data
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(label="User", max_length=150)
+    role = forms.ChoiceField(label="Role", choices=ProjectRole.choices, initial=ProjectRole.READER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(label="Role", choices=ProjectRole.choices)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from workspace import audit_views, signin_views, views
+from workspace import access_views, audit_views, signin_views, views
 
 app_name = "workspace"
 
@@ -11,6 +11,18 @@ urlpatterns = [
     path("connections/<str:name>/edit/", views.connection_edit, name="connection_edit"),
     path("connections/<str:name>/delete/", views.connection_delete, name="connection_delete"),
     path("projects/switch/", views.switch_project, name="switch_project"),
+    path("projects/<str:project>/access/", access_views.access_page, name="access"),
+    path("projects/<str:project>/access/add/", access_views.role_assignment_add, name="role_assignment_add"),
+    path(
+        "projects/<str:project>/access/<int:pk>/remove/",
+        access_views.role_assignment_remove,
+        name="role_assignment_remove",
+    ),
+    path("projects/<str:project>/access/members/add/", access_views.member_add, name="member_add"),
+    path("projects/<str:project>/access/members/<int:pk>/role/", access_views.member_role, name="member_role"),
+    path("projects/<str:project>/access/members/<int:pk>/remove/", access_views.member_remove, name="member_remove"),
+    path("projects/<str:project>/identities/", access_views.identities_page, name="identities"),
+    path("projects/<str:project>/identities/<str:name>/delete/", access_views.identity_delete, name="identity_delete"),
     path("notifications/bell/", views.bell, name="bell"),
     path("notifications/read-all/", views.notifications_read_all, name="notifications_read_all"),
     path("notifications/<int:pk>/", views.notification_open, name="notification_open"),

@@ -3,7 +3,7 @@
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from endpoints.connections import allowed_caller, instance_for, resolve, token_from
+from endpoints.connections import allowed_caller, instance_for, resolve, secrets_refusal, token_from
 from endpoints.models import Instance
 from workspace.connections import to_promptflow_dict
 from workspace.models import Connection
@@ -30,6 +30,9 @@ def connection_provider_get(request, name: str):
     instance = _caller(request)
     if instance is None:
         return _error(403, "Forbidden", FORBIDDEN)
+    refusal = secrets_refusal(instance)
+    if refusal:
+        return _error(403, "AuthorizationFailed", refusal)
     deployment = instance.deployment
     target = resolve(deployment.flow_version, deployment.connection_overrides, name)
     connection = Connection.objects.filter(name=target).first() if target else None
@@ -45,5 +48,8 @@ def connection_provider_list(request):
     instance = _caller(request)
     if instance is None:
         return _error(403, "Forbidden", FORBIDDEN)
+    refusal = secrets_refusal(instance)
+    if refusal:
+        return _error(403, "AuthorizationFailed", refusal)
     names = instance.deployment.flow_version.connection_names()
     return JsonResponse([{"name": n} for n in names], safe=False)

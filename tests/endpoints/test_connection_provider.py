@@ -12,7 +12,9 @@ from endpoints import provisioning
 from endpoints.connections import mint_token, provider_url
 from endpoints.models import Deployment, DeploymentState, Endpoint, Instance, InstanceState
 from flows.models import Flow, FlowSource, FlowVersion
+from workspace import identities
 from workspace.connections import ConnectionSpec, save_connection
+from workspace.models import BuiltInRole
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +43,8 @@ def deployment(settings):
         connections=[{"name": "open_ai_connection", "nodes": ["chat"], "types": ["OpenAIConnection"]}],
     )
     endpoint = Endpoint.objects.create(name="ep-provider", traffic={"blue": 100})
+    # Its identity may read connection secrets (tests/endpoints/test_identity_enforcement.py: when it may not).
+    identities.grant(endpoint.project, identities.system_principal(endpoint), BuiltInRole.CONNECTION_SECRETS_READER)
     return Deployment.objects.create(
         endpoint=endpoint,
         name="blue",

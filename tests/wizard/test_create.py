@@ -9,7 +9,7 @@ from roles import member
 from endpoints import services
 from endpoints.models import Deployment, DeploymentState, Endpoint
 from wizard.models import DeploymentDraft
-from workspace.models import Notification, ProjectRole
+from workspace.models import ManagedIdentity, Notification, ProjectRole
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +69,7 @@ def test_it_creates_the_endpoint_and_deployment_and_notifies(
 
 def test_it_creates_with_the_advanced_settings(deployer_client, draft, django_capture_on_commit_callbacks):
     _basic(deployer_client, draft)
+    ManagedIdentity.objects.create(project=draft.flow_version.flow.project, name="id-x")
     deployer_client.post(
         draft.step_url("endpoint"),
         {"auth_type": "aml_token", "identity_type": "user_assigned", "user_assigned_identity": "id-x", "tags": "a=1"},
@@ -85,7 +86,7 @@ def test_it_creates_with_the_advanced_settings(deployer_client, draft, django_ca
     with django_capture_on_commit_callbacks(execute=False):
         deployer_client.post(draft.step_url("review"))
     endpoint = Endpoint.objects.get()
-    assert (endpoint.auth_type, endpoint.identity_type, endpoint.user_assigned_identity) == (
+    assert (endpoint.auth_type, endpoint.identity_type, endpoint.user_assigned_identity.name) == (
         "aml_token",
         "user_assigned",
         "id-x",

@@ -6,6 +6,7 @@ import pytest
 
 from endpoints import services
 from endpoints.models import DeploymentState, Endpoint
+from workspace.models import ManagedIdentity
 
 pytestmark = pytest.mark.django_db
 
@@ -162,6 +163,16 @@ def test_it_validates_the_endpoint_step(deployer_client, draft):
     assert "Line 2: write each tag as key=value." in response.content.decode()
     response = _post(deployer_client, draft, "endpoint", {"auth_type": "nope", "identity_type": "system_assigned"})
     assert "Select a valid choice." in response.content.decode()
+    response = _post(
+        deployer_client,
+        draft,
+        "endpoint",
+        {"auth_type": "aml_token", "identity_type": "user_assigned", "user_assigned_identity": "id-search"},
+    )
+    assert "Project &#x27;default&#x27; has no user-assigned identity named &#x27;id-search&#x27;" in (
+        response.content.decode()
+    )
+    ManagedIdentity.objects.create(project=draft.flow_version.flow.project, name="id-search")
     response = _post(
         deployer_client,
         draft,

@@ -384,3 +384,21 @@ def test_it_answers_each_role_as_the_matrix_says(route, world):
         if want == 403:  # the rule's own message, on the 403 page
             assert "needs" in response.content.decode() or "Owners" in response.content.decode(), role
     assert {role: got for role, (got, _) in answers.items()} == {role: want for role, (_, want) in answers.items()}
+
+
+def test_it_lists_only_the_objects_of_the_users_projects(world):
+    """Lists (flows, bulk runs, deployments, connections, data assets, the wizard's flows) show a member the
+    project's objects and an Owner of another project none of them."""
+    pages = {
+        "/flows/": 'href="/flows/web/"',
+        "/flows/bulk-runs/": f'href="/flows/bulk-runs/{world["bulk_run"]}/"',
+        "/deployments/": 'href="/deployments/ep-one/blue/"',
+        "/connections/": '<td class="mono">gpt</td>',
+        "/data-assets/": 'data-asset="ep-one/blue"',
+        "/deployments/new/": f'name="flow_version" value="{FlowVersion.objects.get().pk}"',
+    }
+    for role, shown in (("contributor", True), ("outsider", False)):
+        client = Client()
+        client.force_login(world["users"][role])
+        for url, marker in pages.items():
+            assert (marker in client.get(url).content.decode()) is shown, (role, url)

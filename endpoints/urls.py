@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from endpoints.views import consume, deployments, endpoint_page, logs, testing
+from endpoints.views import consume, deployments, endpoint_page, logs, monitoring_tab, testing
 
 app_name = "endpoints"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     path("deployments/<str:endpoint>/<str:name>/test/", testing.test, name="test"),
     path("deployments/<str:endpoint>/<str:name>/test/chat/", testing.chat, name="chat"),
     path("deployments/<str:endpoint>/<str:name>/consume/", consume.consume, name="consume"),
+    path("deployments/<str:endpoint>/<str:name>/monitoring/", monitoring_tab.monitoring, name="monitoring"),
     path("deployments/<str:endpoint>/<str:name>/logs/", logs.logs, name="logs"),
     path("endpoints/<str:endpoint>/", endpoint_page.endpoint_page, name="endpoint"),
     path("endpoints/<str:endpoint>/traffic/", deployments.traffic, name="traffic"),

@@ -50,3 +50,59 @@ class DataCollectionPolicy(models.Model):
     def sampling_rate(self) -> float:
         """As the gateway takes it: from 0 to 1."""
         return self.sampling_percent / 100
+
+
+REQUEST_RECORDS_RETENTION_DAYS = 8  # the Monitoring tab looks back a week at most
+
+
+class RequestRecord(models.Model):
+    """One request scored by the gateway, as it measured it (serving/metrics.py), like a line of Azure's online
+    endpoint traffic log. Keyed by endpoint and deployment names: a deleted deployment's history stays until it
+    expires. `deployment_name` is "" for a request refused before a deployment was picked (401, 404 deployment)."""
+
+    record_id = models.CharField(max_length=80, unique=True)  # "<gateway host>-<pid>-<sequence>"
+    time = models.DateTimeField()  # when the gateway received the request
+    endpoint_name = models.CharField(max_length=32)
+    deployment_name = models.CharField(max_length=32, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    status = models.PositiveSmallIntegerField(help_text="The HTTP status the client got.")
+    model_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The HTTP status the instance answered; empty when none answered."
+    )
+    total_ms = models.FloatField(help_text="Total latency in the gateway, in milliseconds.")
+    model_ms = models.FloatField(null=True, blank=True, help_text="Time spent in the instance, in milliseconds.")
+    request_bytes = models.PositiveBigIntegerField(default=0)
+    response_bytes = models.PositiveBigIntegerField(default=0)
+    throttled = models.BooleanField(default=False)
+    timed_out = models.BooleanField(default=False)
+    streamed = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-time"]
+        indexes = [models.Index(fields=["endpoint_name", "deployment_name", "time"], name="request_record_by_time")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_name}/{self.deployment_name} {self.status} at {self.time:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def is_error(self) -> bool:
+        return self.status >= 400
+
+
+class InstanceSample(models.Model):
+    """An instance's CPU time and memory at one moment, read from /proc by beat (monitoring.resources); the CPU
+    usage of an interval is the difference of two samples' `cpu_seconds`."""
+
+    time = models.DateTimeField()
+    endpoint_name = models.CharField(max_length=32)
+    deployment_name = models.CharField(max_length=32)
+    instance_name = models.CharField(max_length=64)
+    cpu_seconds = models.FloatField(help_text="User and system CPU time of the instance's processes so far.")
+    memory_bytes = models.PositiveBigIntegerField(help_text="Resident memory of the instance's processes.")
+
+    class Meta:
+        ordering = ["-time"]
+        indexes = [models.Index(fields=["endpoint_name", "deployment_name", "time"], name="instance_sample_by_time")]
+
+    def __str__(self) -> str:
+        return f"{self.instance_name} at {self.time:%Y-%m-%d %H:%M:%S}"

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from monitoring import services
+from monitoring import requests, services
 
 
 @shared_task
@@ -13,3 +13,23 @@ def remove_expired_data() -> None:
 def publish_collection_policy() -> None:
     """Beat: publish the sampling rates again, so a Redis that lost them gets them back."""
     services.publish_policy()
+
+
+@shared_task
+def ingest_request_records() -> None:
+    """Beat: store the request records the gateways shipped to Redis."""
+    from endpoints.publishing import client
+
+    requests.ingest(client())
+
+
+@shared_task
+def sample_instances() -> None:
+    """Beat: one CPU and memory sample of every running instance."""
+    requests.sample_instances()
+
+
+@shared_task
+def remove_old_request_records() -> None:
+    """Beat: forget request records and instance samples older than the Monitoring tab shows."""
+    requests.remove_old()

@@ -15,6 +15,13 @@ Routes (DESIGN.md, Contracts):
 - `GET /endpoints/<endpoint>/swagger.json`: the swagger of the deployment with the most traffic
   (same authentication as scoring).
 - `GET /health`: 200 once the routing data is loaded, 503 before.
+- `GET /metrics`: the request metrics in Prometheus's text format, labelled by endpoint and deployment
+  (serving/metrics.py): for loopback clients, or with FLOWDEPLOY_GATEWAY_METRICS_TOKEN set, for a request
+  bearing it (`Authorization: Bearer <token>`).
+
+Request metrics (serving/metrics.py): every scored request is measured (status, total latency, time in the
+instance, bytes, throttled or timed out) into in-memory counters and a record that a background task ships
+to Redis every second, for the studio's Monitoring tab.
 
 Inference data collection (serving/collector.py): for a deployment whose routing document has
 `data_collection: true`, a sample of the requests forwarded to an instance is recorded (inputs, the answer
@@ -37,13 +44,15 @@ FLOWDEPLOY_GATEWAY_ACCESS_LOG (default false: uvicorn's per-request access log i
 FLOWDEPLOY_LOG_LEVEL (default INFO), and for data collection FLOWDEPLOY_DATA_COLLECTION_DIR (default
 <FLOWDEPLOY_DATA_DIR or ./var>/data-collection), FLOWDEPLOY_DATA_COLLECTION_QUEUE_RECORDS (default 10000),
 FLOWDEPLOY_DATA_COLLECTION_QUEUE_BYTES (default 64 MiB) and FLOWDEPLOY_DATA_COLLECTION_MAX_OUTPUT_BYTES
-(default 1 MiB: a longer answer is collected cut off, marked `truncated`).
+(default 1 MiB: a longer answer is collected cut off, marked `truncated`), and
+FLOWDEPLOY_GATEWAY_METRICS_TOKEN (default none: /metrics answers loopback clients only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -56,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from serving import collector as collection
+from serving import metrics as request_metrics
 from serving.auth import routing_key, signing_key
 from serving.gateway_errors import JSON_HEADER, error_body, upstream_error
 from serving.gateway_routes import Deployment, Endpoint, Instance, RouteTable
@@ -156,6 +166,8 @@ class Gateway:
         self.signing_key = b""
         self.body_timeout = DEFAULT_BODY_TIMEOUT_S
         self.collector = collection.Collector(Path())  # replaced, with its settings, on startup
+        self.metrics = request_metrics.Metrics(collection.gateway_id())
+        self.metrics_token = ""
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._starting: asyncio.Lock | None = None
@@ -179,6 +191,10 @@ class Gateway:
                     return await self._method_not_allowed(send, method, path, b"GET")
             elif path == "/health":
                 return await self.health(send)
+            elif path == "/metrics":
+                if method == "GET":
+                    return await self.prometheus(scope, send)
+                return await self._method_not_allowed(send, method, path, b"GET")
             return await self._error(send, 404, "NotFound", f"No route for {method} {path}.", _new_request_id())
         if kind == "lifespan":
             return await self._lifespan(receive, send)
@@ -199,6 +215,7 @@ class Gateway:
         self.table = collection.CollectingRouteTable(self.collector, max_body)
         self.body_timeout = env_seconds("FLOWDEPLOY_GATEWAY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S)
         self.signing_key = signing_key()
+        self.metrics_token = os.environ.get("FLOWDEPLOY_GATEWAY_METRICS_TOKEN", "").strip()
         redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
         key = routing_key()
         self.sync = RouteSync(self.table, redis_url, key)
@@ -208,6 +225,7 @@ class Gateway:
             asyncio.ensure_future(self.sync.run()),
             asyncio.ensure_future(self.sync.write_inflight()),
             asyncio.ensure_future(self.collector.maintain(self.sync.client, key)),
+            asyncio.ensure_future(self.metrics.run(self.sync.client)),
         ]
 
     async def shutdown(self) -> None:
@@ -222,6 +240,8 @@ class Gateway:
         if self.sync is not None:
             with contextlib.suppress(Exception):
                 await self.collector.report(self.sync.client)
+            with contextlib.suppress(Exception):
+                await self.metrics.ship(self.sync.client)
             await self.sync.close()
 
     async def _start_once(self) -> None:
@@ -260,7 +280,43 @@ class Gateway:
         }
         await self._send(send, 503, json.dumps(body).encode(), _new_request_id())
 
+    async def prometheus(self, scope: Scope, send: Send) -> None:
+        """The request metrics in Prometheus's text format: with FLOWDEPLOY_GATEWAY_METRICS_TOKEN set, for a request
+        bearing it; without, for loopback clients only."""
+        request_id = _new_request_id()
+        if self.metrics_token:
+            authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            if not hmac.compare_digest(_bearer(authorization).encode(), self.metrics_token.encode()):
+                message = "The metrics need 'Authorization: Bearer <FLOWDEPLOY_GATEWAY_METRICS_TOKEN>'."
+                return await self._error(send, 401, "Unauthorized", message, request_id, None, WWW_AUTHENTICATE)
+        else:
+            client = (scope.get("client") or ("",))[0]
+            if client not in ("127.0.0.1", "::1"):
+                message = "The metrics answer loopback clients only, unless FLOWDEPLOY_GATEWAY_METRICS_TOKEN is set."
+                return await self._error(send, 403, "Forbidden", message, request_id)
+        inflight: dict[tuple[str, str], int] = {}
+        for endpoint in self.table.endpoints.values():
+            for deployment in endpoint.deployments.values():
+                inflight[endpoint.name, deployment.name] = sum(i.inflight for i in deployment.instances)
+        body = self.metrics.render(inflight)
+        headers = [
+            (b"content-type", request_metrics.CONTENT_TYPE),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def score(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        """Score one request, measured (serving/metrics.py): counted once the answer went out, off the request path."""
+        meter = request_metrics.Meter(send)
+        try:
+            await self._score(scope, receive, meter, name)
+        finally:
+            self.metrics.observe(meter)
+
+    async def _score(self, scope: Scope, receive: Receive, meter: request_metrics.Meter, name: str) -> None:
+        send: Send = meter
         authorization = content_type = length = accept = request_id = pinned = None
         for key, value in scope["headers"]:
             if key == b"authorization":
@@ -277,10 +333,14 @@ class Gateway:
                 pinned = value
         if not request_id:
             request_id = _new_request_id()
+        meter.request_id = request_id
 
         endpoint = await self._authorized_endpoint(send, name, authorization, request_id)
         if endpoint is None:
+            if name in self.table.endpoints:
+                meter.endpoint = name
             return
+        meter.endpoint = endpoint.name
         if pinned is not None:
             deployment = await self._pinned_deployment(send, endpoint, pinned, request_id)
             if deployment is None:
@@ -290,6 +350,7 @@ class Gateway:
             if deployment is None:
                 message = f"No healthy instance: endpoint '{endpoint.name}' has no deployment taking traffic."
                 return await self._error(send, 503, "NoHealthyInstance", message, request_id)
+        meter.deployment = deployment.name
 
         limit = deployment.max_body_bytes
         if length is not None:
@@ -309,6 +370,7 @@ class Gateway:
             return await self._error(send, 408, "RequestTimeout", message, request_id, deployment, CONNECTION_CLOSE)
         if body is None:  # the client went away
             return
+        meter.bytes_in = len(body)
         problem = _body_problem(body)
         if problem:
             return await self._error(send, 400, "BadRequest", problem, request_id, deployment)
@@ -349,7 +411,7 @@ class Gateway:
                 instance.inflight += 1
                 self.table.dirty.add(instance)
                 try:
-                    await self._forward(receive, send, deployment, instance, tail, request_id)
+                    await self._forward(receive, send, deployment, instance, tail, request_id, meter)
                     return
                 except UpstreamConnectError:
                     # The instance is gone (crashed, or stopped before the routing caught up). Nothing was
@@ -416,28 +478,38 @@ class Gateway:
         instance: Instance,
         tail: bytes,
         request_id: bytes,
+        meter: request_metrics.Meter | None = None,
     ) -> None:
+        started = time.perf_counter()
         try:
             response = await self.pool.request(instance.origin, instance.score_head + tail, deployment.timeout)
         except TimeoutError:
+            _in_instance(meter, started)
             return await self._timed_out(send, deployment, request_id)
         except UpstreamConnectError:
             raise  # the caller tries another instance
         except UpstreamError as error:
+            _in_instance(meter, started)
             return await self._upstream_failed(send, deployment, error, request_id)
         try:
             content_type = response.content_type or b"application/json"
             if response.streaming:
-                return await self._stream(receive, send, deployment, response, content_type, request_id)
+                try:
+                    return await self._stream(receive, send, deployment, response, content_type, request_id)
+                finally:
+                    _in_instance(meter, started, response.status, streamed=True)
             try:
                 payload = await response.read()
             except TimeoutError:
+                _in_instance(meter, started)
                 return await self._timed_out(send, deployment, request_id)
             except UpstreamError as error:
+                _in_instance(meter, started)
                 return await self._upstream_failed(send, deployment, error, request_id)
         finally:
             response.close()
         status = response.status
+        _in_instance(meter, started, status)
         if status >= 400:
             status, payload = upstream_error(status, payload)
             if status == 424:
@@ -623,6 +695,16 @@ class Gateway:
             headers.append(extra)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _in_instance(
+    meter: request_metrics.Meter | None, started: float, status: int | None = None, streamed: bool = False
+) -> None:
+    """Note on the request's meter the time spent in the instance and the status it answered."""
+    if meter is not None:
+        meter.model_ms = (time.perf_counter() - started) * 1000
+        meter.model_status = status
+        meter.streamed = streamed
 
 
 def _new_request_id() -> bytes:

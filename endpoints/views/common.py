@@ -11,7 +11,7 @@ from endpoints.models import Deployment, Endpoint
 from workspace import access, projects
 from workspace.access import Action
 
-TABS = (("detail", "Details"), ("test", "Test"), ("consume", "Consume"), ("logs", "Logs"))
+TABS = (("detail", "Details"), ("test", "Test"), ("consume", "Consume"), ("monitoring", "Monitoring"), ("logs", "Logs"))
 KEY_LABELS = {"primary": "Primary key", "secondary": "Secondary key"}
 
 

@@ -1,0 +1,202 @@
+"""The numbers of a deployment's Monitoring tab, from its request records and instance samples, bucketed in time.
+
+Each chart is {"title", "unit", "x": [bucket start, epoch seconds], "series": [{"label", "values"}]}, what
+static/monitoring/monitoring_tab.js hands to uPlot; a bucket without data is None (a gap in the line)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from monitoring.models import InstanceSample, RequestRecord
+
+
+@dataclass(frozen=True)
+class Range:
+    key: str
+    label: str
+    span: timedelta
+    bucket: timedelta
+    bucket_label: str
+
+
+RANGES = {
+    r.key: r
+    for r in (
+        Range("1h", "Last hour", timedelta(hours=1), timedelta(minutes=1), "minute"),
+        Range("1d", "Last day", timedelta(days=1), timedelta(minutes=15), "15 minutes"),
+        Range("7d", "Last week", timedelta(days=7), timedelta(hours=2), "2 hours"),
+    )
+}
+DEFAULT_RANGE = "1h"
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of sorted values (None for none)."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def deployment_charts(endpoint: str, deployment: str, chosen: Range, now: datetime | None = None) -> dict:
+    """The summary and the charts of one deployment over `chosen`."""
+    now = now or timezone.now()
+    step = chosen.bucket.total_seconds()
+    # Buckets aligned on the step, the last one holding now.
+    last = math.floor(now.timestamp() / step) * step
+    count = int(chosen.span.total_seconds() // step)
+    xs = [last - step * (count - 1 - i) for i in range(count)]
+    first = xs[0]
+    since = datetime.fromtimestamp(first, tz=now.tzinfo)
+
+    def index(moment: datetime) -> int:
+        return min(count - 1, max(0, int((moment.timestamp() - first) // step)))
+
+    rows = (
+        RequestRecord.objects.filter(endpoint_name=endpoint, deployment_name=deployment, time__gte=since)
+        .values_list("time", "status", "total_ms", "model_ms", "throttled", "timed_out")
+        .iterator(chunk_size=5000)
+    )
+    by_status: dict[int, list[int]] = {}
+    latencies: list[list[float]] = [[] for _ in xs]
+    model_latencies: list[list[float]] = [[] for _ in xs]
+    errors, throttled, timed_out = [0] * count, [0] * count, [0] * count
+    every: list[float] = []
+    total = failed = 0
+    for at, status, total_ms, model_ms, was_throttled, was_timed_out in rows:
+        i = index(at)
+        by_status.setdefault(status, [0] * count)[i] += 1
+        latencies[i].append(total_ms)
+        every.append(total_ms)
+        if model_ms is not None:
+            model_latencies[i].append(model_ms)
+        total += 1
+        if status >= 400:
+            errors[i] += 1
+            failed += 1
+        throttled[i] += was_throttled
+        timed_out[i] += was_timed_out
+
+    minutes = step / 60
+    for values in latencies:
+        values.sort()
+    for values in model_latencies:
+        values.sort()
+    every.sort()
+
+    def per_minute(values: list[int]) -> list[float]:
+        return [round(v / minutes, 3) for v in values]
+
+    charts = [
+        {
+            "id": "requests",
+            "title": "Requests per minute",
+            "unit": "requests/min",
+            "x": xs,
+            "series": [
+                {"label": f"HTTP {status}", "values": per_minute(values)}
+                for status, values in sorted(by_status.items())
+            ],
+        },
+        {
+            "id": "latency",
+            "title": "Request latency",
+            "unit": "ms",
+            "x": xs,
+            "series": [
+                *(
+                    {"label": label, "values": [_round(percentile(values, fraction)) for values in latencies]}
+                    for label, fraction in (("P50", 0.5), ("P95", 0.95), ("P99", 0.99))
+                ),
+                {
+                    "label": "P95 in the instance",
+                    "values": [_round(percentile(values, 0.95)) for values in model_latencies],
+                },
+            ],
+        },
+        {
+            "id": "errors",
+            "title": "Errors",
+            "unit": "requests",
+            "x": xs,
+            "series": [
+                {"label": "Errors (4xx and 5xx)", "values": errors},
+                {"label": "Throttled (429)", "values": throttled},
+                {"label": "Timed out (408, 504)", "values": timed_out},
+            ],
+        },
+        *_instance_charts(endpoint, deployment, xs, step, since, index),
+    ]
+    return {
+        "summary": {
+            "requests": total,
+            "errors": failed,
+            "error_rate": round(100 * failed / total, 2) if total else None,
+            "p50": _round(percentile(every, 0.5)),
+            "p95": _round(percentile(every, 0.95)),
+            "p99": _round(percentile(every, 0.99)),
+        },
+        "charts": charts,
+    }
+
+
+def _instance_charts(endpoint: str, deployment: str, xs: list[float], step: float, since: datetime, index) -> list:
+    """CPU (percent of one core, from the difference of successive samples) and memory (MiB), per instance."""
+    samples = InstanceSample.objects.filter(
+        endpoint_name=endpoint, deployment_name=deployment, time__gte=since - timedelta(seconds=step)
+    ).order_by("instance_name", "time")
+    cpu: dict[str, list[list[float]]] = {}
+    memory: dict[str, list[list[float]]] = {}
+    previous: dict[str, InstanceSample] = {}
+    for sample in samples.iterator(chunk_size=5000):
+        name = sample.instance_name
+        before = previous.get(name)
+        previous[name] = sample
+        if sample.time < since:
+            continue
+        i = index(sample.time)
+        memory.setdefault(name, [[] for _ in xs])[i].append(sample.memory_bytes / 1024 / 1024)
+        if before is not None:
+            seconds = (sample.time - before.time).total_seconds()
+            if seconds > 0 and sample.cpu_seconds >= before.cpu_seconds:
+                cpu.setdefault(name, [[] for _ in xs])[i].append(
+                    100 * (sample.cpu_seconds - before.cpu_seconds) / seconds
+                )
+    labels = _instance_labels(set(cpu) | set(memory))
+
+    def average(buckets: list[list[float]]) -> list[float | None]:
+        return [round(sum(b) / len(b), 1) if b else None for b in buckets]
+
+    return [
+        {
+            "id": "cpu",
+            "title": "CPU utilization",
+            "unit": "% of a core",
+            "x": xs,
+            "series": [{"label": labels[name], "values": average(buckets)} for name, buckets in sorted(cpu.items())],
+        },
+        {
+            "id": "memory",
+            "title": "Memory utilization",
+            "unit": "MiB",
+            "x": xs,
+            "series": [{"label": labels[name], "values": average(buckets)} for name, buckets in sorted(memory.items())],
+        },
+    ]
+
+
+def _instance_labels(ids: set[str]) -> dict[str, str]:
+    """As the Logs tab names instances ("Instance 0 · generation 2"); the id's start for one deleted since."""
+    from endpoints.models import Instance
+
+    labels = {name: f"Instance {name[:8]}" for name in ids}
+    for instance in Instance.objects.filter(id__in=list(ids)).only("id", "ordinal", "generation"):
+        labels[str(instance.id)] = f"Instance {instance.ordinal} · generation {instance.generation}"
+    return labels
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -159,6 +159,12 @@ MATRIX = {
         None,
         (LOGIN, OK, OK, OK, 404),
     ),
+    "deployments/<str:endpoint>/<str:name>/monitoring/": (
+        "get",
+        "/deployments/ep-one/blue/monitoring/",
+        None,
+        (LOGIN, OK, OK, OK, 404),
+    ),
     "deployments/<str:endpoint>/<str:name>/logs/": (
         "get",
         "/deployments/ep-one/blue/logs/",

@@ -188,3 +188,48 @@ def test_the_migration_turns_names_into_identity_names():
     assert migration.identity_name("/ids/flow-reader") == "flow-reader"
     assert migration.identity_name("my id!") == "my-id"
     assert migration.identity_name("x") == "identity-x"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_turns_each_name_into_an_identity_of_the_endpoints_project_with_its_roles():
+    """endpoints 0006 on rows saved before it: names become ManagedIdentity rows holding the three roles a
+    user-assigned identity needs, so these endpoints keep starting."""
+    import uuid
+
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("endpoints", "0005_grant_existing_identities")]
+    after = [("endpoints", "0006_endpoint_user_assigned_identity_fk")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        OldEndpoint = old.get_model("endpoints", "Endpoint")
+        project_id = old.get_model("workspace", "Project").objects.get_or_create(name="default")[0].pk
+        for name, identity in (("ep-a", "/ids/flow-reader"), ("ep-b", "flow-reader"), ("ep-c", "")):
+            kind = "user_assigned" if identity else "system_assigned"
+            OldEndpoint.objects.create(
+                name=name,
+                project_id=project_id,
+                identity_type=kind,
+                user_assigned_identity=identity,
+                principal_id=uuid.uuid4(),
+            )
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+    finally:
+        MigrationExecutor(connection).migrate(executor.loader.graph.leaf_nodes())
+    identity = ManagedIdentity.objects.get()
+    assert identity.name == "flow-reader"
+    assert {e.name: e.user_assigned_identity for e in Endpoint.objects.all()} == {
+        "ep-a": identity,
+        "ep-b": identity,
+        "ep-c": None,
+    }
+    held = set(RoleAssignment.objects.filter(principal_id=identity.principal_id).values_list("role", "scope"))
+    assert held == {
+        (CSR, RoleScope.PROJECT),
+        (BuiltInRole.ACR_PULL, RoleScope.REGISTRY),
+        (BuiltInRole.STORAGE_BLOB_DATA_READER, RoleScope.STORAGE),
+    }

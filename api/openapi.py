@@ -309,12 +309,23 @@ SCHEMAS: dict[str, dict] = {
     },
     "Identity": {
         "type": "object",
+        "description": "A user-assigned identity is one of the endpoint's project's managed identities, named by "
+        "a resource id whose last segment is its name (or by its name). Shown: its resource id, principal and "
+        "client ids; for a system-assigned identity, the endpoint's principal_id (what role assignments name).",
         "properties": {
             "type": {"type": "string", "enum": ["system_assigned", "user_assigned"]},
+            "principal_id": {"type": "string", "format": "uuid", "readOnly": True},
             "user_assigned_identities": {
                 "type": "array",
                 "maxItems": 1,
-                "items": {"type": "object", "properties": {"resource_id": {"type": "string"}}},
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "resource_id": {"type": "string", "examples": ["/projects/default/userAssignedIdentities/x"]},
+                        "principal_id": {"type": "string", "format": "uuid", "readOnly": True},
+                        "client_id": {"type": "string", "format": "uuid", "readOnly": True},
+                    },
+                },
             },
         },
     },

@@ -103,8 +103,17 @@ def scoring_uri(endpoint: Endpoint) -> str:
 def endpoint_json(endpoint: Endpoint, deployments: list[Deployment] | None = None) -> dict:
     deployments = list(endpoint.deployments.all()) if deployments is None else deployments
     identity: dict = {"type": endpoint.identity_type}
-    if endpoint.identity_type == IdentityType.USER:
-        identity["user_assigned_identities"] = [{"resource_id": endpoint.user_assigned_identity}]
+    chosen = endpoint.user_assigned_identity
+    if endpoint.identity_type == IdentityType.USER and chosen is not None:
+        identity["user_assigned_identities"] = [
+            {
+                "resource_id": f"/projects/{endpoint.project.name}/userAssignedIdentities/{chosen.name}",
+                "principal_id": str(chosen.principal_id),
+                "client_id": str(chosen.client_id),
+            }
+        ]
+    else:
+        identity["principal_id"] = str(endpoint.principal_id)
     return {
         "name": endpoint.name,
         "project": endpoint.project.name,

@@ -388,12 +388,11 @@ def _create_endpoint(request):
             ),
             tags=field(data, "tags", dict),
             description=field(data, "description", str, default=""),
+            project=project,
             user=request.user,
         )
     except ValidationError as exc:
         raise validation_error(exc, ENDPOINT_RENAMES) from None
-    Endpoint.objects.filter(pk=endpoint.pk).update(project=project)
-    endpoint.project = project
     return ok(rep.endpoint_json(endpoint, []), 201)
 
 

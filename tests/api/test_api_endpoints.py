@@ -5,6 +5,7 @@ from api_client import error
 
 from endpoints import services
 from endpoints.models import Deployment, DeploymentState, Endpoint
+from workspace.models import ManagedIdentity, Project
 
 pytestmark = pytest.mark.django_db
 
@@ -23,16 +24,39 @@ def test_it_creates_an_endpoint_with_azures_fields(api, settings):
     assert created["scoring_uri"] == "http://127.0.0.1:8001/endpoints/ep-web/score"
     assert created["swagger_uri"] == "http://127.0.0.1:8001/endpoints/ep-web/swagger.json"
     assert created["tags"] == {"team": "search"}
-    assert created["identity"] == {"type": "system_assigned"}
+    assert created["identity"] == {
+        "type": "system_assigned",
+        "principal_id": str(Endpoint.objects.get(name="ep-web").principal_id),
+    }
     assert created["traffic"] == {} and created["provisioning_state"] == "Succeeded"
 
 
-def test_it_creates_an_endpoint_with_a_user_assigned_identity(api):
+def test_it_creates_an_endpoint_with_a_user_assigned_identity_of_its_project(api):
+    """The identity is named by an Azure-like resource id whose last segment is its name in the project."""
+    chosen = ManagedIdentity.objects.create(project=Project.default(), name="flow-reader")
     identity = {"type": "user_assigned", "user_assigned_identities": [{"resource_id": "/ids/flow-reader"}]}
     response = api.post("/online-endpoints", {"name": "ep-uai", "identity": identity})
-    assert response.status_code == 201
-    assert response.json()["identity"] == identity
-    assert Endpoint.objects.get(name="ep-uai").user_assigned_identity == "/ids/flow-reader"
+    assert response.status_code == 201, response.content
+    assert response.json()["identity"] == {
+        "type": "user_assigned",
+        "user_assigned_identities": [
+            {
+                "resource_id": "/projects/default/userAssignedIdentities/flow-reader",
+                "principal_id": str(chosen.principal_id),
+                "client_id": str(chosen.client_id),
+            }
+        ],
+    }
+    assert Endpoint.objects.get(name="ep-uai").user_assigned_identity == chosen
+
+
+def test_it_refuses_an_identity_of_another_project(api):
+    ManagedIdentity.objects.create(project=Project.objects.create(name="lab"), name="flow-reader")
+    identity = {"type": "user_assigned", "user_assigned_identities": [{"resource_id": "flow-reader"}]}
+    response = api.post("/online-endpoints", {"name": "ep-uai", "identity": identity})
+    assert response.status_code == 400
+    assert error(response)["field"] == "identity.user_assigned_identities"
+    assert "Project 'default' has no user-assigned identity named 'flow-reader'" in error(response)["message"]
 
 
 @pytest.mark.parametrize(

@@ -223,3 +223,12 @@ def test_an_identity_in_use_stays(client, as_role, project):
     page = client.post(f"{IDENTITIES}uai-used/delete/", follow=True).content.decode()
     assert "is used by endpoint(s) ep-uai" in page
     assert ManagedIdentity.objects.filter(name="uai-used").exists()
+
+
+def test_the_endpoint_page_names_its_user_assigned_identity(client, as_role, project):
+    as_role(ProjectRole.READER)
+    identity = identities.create_identity(project, "uai-shown")
+    services.create_endpoint("ep-uai", identity_type=IdentityType.USER, user_assigned_identity="uai-shown")
+    html = client.get("/endpoints/ep-uai/").content.decode()
+    assert "uai-shown" in html and str(identity.principal_id) in html
+    assert "Enforce access to connection secrets" not in html

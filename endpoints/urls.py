@@ -15,6 +15,10 @@ urlpatterns = [
     path("deployments/<str:endpoint>/<str:name>/test/chat/", testing.chat, name="chat"),
     path("deployments/<str:endpoint>/<str:name>/consume/", consume.consume, name="consume"),
     path("deployments/<str:endpoint>/<str:name>/monitoring/", monitoring_tab.monitoring, name="monitoring"),
+    path(
+        "deployments/<str:endpoint>/<str:name>/monitoring/traces/", monitoring_tab.request_trace, name="request_trace"
+    ),
+    path("deployments/<str:endpoint>/<str:name>/monitoring/traces/<str:trace_id>/", monitoring_tab.trace, name="trace"),
     path("deployments/<str:endpoint>/<str:name>/logs/", logs.logs, name="logs"),
     path("endpoints/<str:endpoint>/", endpoint_page.endpoint_page, name="endpoint"),
     path("endpoints/<str:endpoint>/traffic/", deployments.traffic, name="traffic"),

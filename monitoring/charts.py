@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from monitoring.models import InstanceSample, RequestRecord
+from monitoring.models import InstanceSample, RequestRecord, Span
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ def deployment_charts(endpoint: str, deployment: str, chosen: Range, now: dateti
                 {"label": "Timed out (408, 504)", "values": timed_out},
             ],
         },
+        _token_chart(endpoint, deployment, xs, since, index),
         *_instance_charts(endpoint, deployment, xs, step, since, index),
     ]
     return {
@@ -140,6 +141,31 @@ def deployment_charts(endpoint: str, deployment: str, chosen: Range, now: dateti
             "p99": _round(percentile(every, 0.99)),
         },
         "charts": charts,
+    }
+
+
+def _token_chart(endpoint: str, deployment: str, xs: list[float], since: datetime, index) -> dict:
+    """Tokens of the LLM calls in the deployment's traces (only with Application Insights diagnostics on)."""
+    prompt, completion = [0] * len(xs), [0] * len(xs)
+    seen = False
+    calls = Span.objects.filter(
+        endpoint_name=endpoint, deployment_name=deployment, start__gte=since, total_tokens__isnull=False
+    ).values_list("start", "prompt_tokens", "completion_tokens", "total_tokens")
+    for at, prompt_tokens, completion_tokens, total_tokens in calls.iterator(chunk_size=5000):
+        seen = True
+        i = index(at)
+        if prompt_tokens is None and completion_tokens is None:
+            prompt_tokens = total_tokens
+        prompt[i] += prompt_tokens or 0
+        completion[i] += completion_tokens or 0
+    return {
+        "id": "tokens",
+        "title": "Token consumption",
+        "unit": "tokens",
+        "x": xs,
+        "series": [{"label": "Prompt tokens", "values": prompt}, {"label": "Completion tokens", "values": completion}]
+        if seen
+        else [],
     }
 
 

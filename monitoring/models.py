@@ -106,3 +106,45 @@ class InstanceSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_name} at {self.time:%Y-%m-%d %H:%M:%S}"
+
+
+class Span(models.Model):
+    """One OpenTelemetry span an instance exported (promptflow's flow span, a span per node, the LLM calls under
+    them), stored as monitoring.tracing decoded it. A trace is the spans of one `trace_id`; promptflow puts the
+    request id the gateway sent (`x-request-id`) on its spans as `request_id`."""
+
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    parent_span_id = models.CharField(max_length=16, blank=True)
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, blank=True)
+    start = models.DateTimeField()
+    duration_ms = models.FloatField()
+    status = models.CharField(max_length=8, default="Unset")  # Unset, Ok, Error
+    status_message = models.TextField(blank=True)
+    attributes = models.JSONField(default=dict)
+    events = models.JSONField(default=list)
+    endpoint_name = models.CharField(max_length=32)
+    deployment_name = models.CharField(max_length=32)
+    instance_name = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    # Tokens of an LLM call (the span that carries `llm.usage.*`), for the token consumption chart.
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["start"]
+        constraints = [models.UniqueConstraint(fields=["trace_id", "span_id"], name="unique_span")]
+        indexes = [
+            models.Index(fields=["endpoint_name", "deployment_name", "start"], name="span_by_time"),
+            models.Index(fields=["request_id"], name="span_by_request"),
+            models.Index(fields=["trace_id"], name="span_by_trace"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.trace_id}/{self.span_id})"
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parent_span_id

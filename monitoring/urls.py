@@ -1,8 +1,8 @@
-"""Data assets: each deployment's collected inference data."""
+"""Data assets (each deployment's collected inference data) and the instances' OTLP span ingest."""
 
 from django.urls import path
 
-from monitoring import views
+from monitoring import ingest_views, views
 
 app_name = "monitoring"
 
@@ -12,4 +12,5 @@ urlpatterns = [
     path("data-assets/<str:endpoint>/<str:deployment>/policy/", views.policy, name="policy"),
     path("data-assets/<str:endpoint>/<str:deployment>/download/", views.download, name="download"),
     path("data-assets/<str:endpoint>/<str:deployment>/files/<path:relative>", views.download_file, name="file"),
+    path("internal/otlp/v1/traces", ingest_views.otlp_traces, name="otlp_traces"),
 ]

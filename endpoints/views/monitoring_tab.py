@@ -7,16 +7,19 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from endpoints.views.common import get_deployment, page_context
-from monitoring import charts
-from monitoring.models import RequestRecord
+from monitoring import charts, tracing
+from monitoring.models import RequestRecord, Span
 
 TEMPLATE = "endpoints/deployment_monitoring.html"
+TRACE_TEMPLATE = "endpoints/deployment_trace.html"
+TRACE_ID_LENGTH = 32
 PAGE_SIZE = 50
 STATUS_FILTERS = {
     "": "All",
@@ -100,6 +103,16 @@ def _requests_page(endpoint: str, deployment: str, chosen: charts.Range, now: da
             before = timezone.make_aware(before, timezone.get_current_timezone())
         records = records.filter(time__lt=before)
     page = list(records.order_by("-time", "-id")[: PAGE_SIZE + 1])
+    traces = dict(
+        Span.objects.filter(
+            endpoint_name=endpoint,
+            deployment_name=deployment,
+            parent_span_id="",
+            request_id__in=[r.request_id for r in page if r.request_id],
+        ).values_list("request_id", "trace_id")
+    )
+    for record in page:
+        record.trace_id = traces.get(record.request_id, "")
     older = ""
     if len(page) > PAGE_SIZE:
         page = page[:PAGE_SIZE]
@@ -108,3 +121,59 @@ def _requests_page(endpoint: str, deployment: str, chosen: charts.Range, now: da
         query["before"] = page[-1].time.isoformat()
         older = f"{base}?{urlencode(query)}"
     return {"records": page, "older_url": older}
+
+
+@login_required
+@require_GET
+def trace(request, endpoint: str, name: str, trace_id: str):
+    """One trace of the deployment as a waterfall: the flow span, its node spans and the calls under them, each
+    with its inputs and outputs."""
+    deployment = get_deployment(request, endpoint, name)
+    spans = list(
+        Span.objects.filter(endpoint_name=deployment.endpoint.name, deployment_name=deployment.name, trace_id=trace_id)
+    )
+    if len(trace_id) != TRACE_ID_LENGTH or not spans:
+        raise Http404("No such trace for this deployment.")
+    rows = tracing.waterfall(spans)
+    root = next((row["span"] for row in rows if row["span"].is_root), rows[0]["span"])
+    context = page_context(request, deployment, "monitoring")
+    context.update(
+        {
+            "rows": rows,
+            "root": root,
+            "trace_id": trace_id,
+            "request_id": root.request_id,
+            "total_tokens": sum(span.total_tokens or 0 for span in spans),
+            "record": RequestRecord.objects.filter(
+                endpoint_name=deployment.endpoint.name, deployment_name=deployment.name, request_id=root.request_id
+            ).first()
+            if root.request_id
+            else None,
+        }
+    )
+    return render(request, TRACE_TEMPLATE, context)
+
+
+@login_required
+@require_GET
+def request_trace(request, endpoint: str, name: str):
+    """The trace of a request id (the Test tab links each answer here): to the waterfall once its spans arrived."""
+    deployment = get_deployment(request, endpoint, name)
+    request_id = request.GET.get("request_id", "")[:128]
+    found = (
+        Span.objects.filter(
+            endpoint_name=deployment.endpoint.name,
+            deployment_name=deployment.name,
+            request_id=request_id,
+            parent_span_id="",
+        )
+        .values_list("trace_id", flat=True)
+        .first()
+        if request_id
+        else None
+    )
+    if found:
+        return redirect("endpoints:trace", deployment.endpoint.name, deployment.name, found)
+    context = page_context(request, deployment, "monitoring")
+    context.update({"rows": [], "request_id": request_id, "missing": True})
+    return render(request, TRACE_TEMPLATE, context, status=404)

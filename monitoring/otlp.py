@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+# Run first by every Python process of a traced instance (it goes on the instance's PYTHONPATH).
+BOOTSTRAP = Path(__file__).resolve().parent / "instance_bootstrap" / "sitecustomize.py"
+EXPORT_DELAY_MS = 1000  # the BatchSpanProcessor's schedule delay: spans leave within about a second
 
 SPAN_KINDS = {0: "Unspecified", 1: "Internal", 2: "Server", 3: "Client", 4: "Producer", 5: "Consumer"}
 STATUS_CODES = {0: "Unset", 1: "Ok", 2: "Error"}
@@ -177,3 +182,19 @@ def spans(data: bytes) -> list[dict[str, Any]]:
                     decoded["resource"] = resource
                     found.append(decoded)
     return found
+
+
+def exporter_env(traces_url: str, token: str, bootstrap_dir: Path) -> dict[str, str]:
+    """The variables that make a promptflow instance export its spans to `traces_url` with `token`; `bootstrap_dir`
+    (which the instance's sandbox must see) gets a copy of BOOTSTRAP and goes on its PYTHONPATH."""
+    bootstrap_dir.mkdir(parents=True, exist_ok=True)
+    (bootstrap_dir / "sitecustomize.py").write_bytes(BOOTSTRAP.read_bytes())
+    return {
+        "PF_DISABLE_TRACING": "false",
+        "PF_BUILTIN_TRACE_EXPORTERS_DISABLE": "true",  # promptflow's OTLP exporter is broken: see the bootstrap
+        "PYTHONPATH": str(bootstrap_dir),
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traces_url,
+        # The SDK reads `name=value` pairs, URL-decoded: %20 is the space after Bearer.
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"authorization=Bearer%20{token}",
+        "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS),
+    }

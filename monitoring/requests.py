@@ -1,5 +1,5 @@
 """The studio's side of request metrics: take the records the gateways ship to Redis (serving/metrics.py) into
-`RequestRecord` rows, sample the instances' CPU and memory, and forget both after a week."""
+`RequestRecord` rows, sample the instances' CPU and memory, and forget them (and spans) after a week."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from endpoints.models import Instance, InstanceState
 from monitoring import resources
-from monitoring.models import REQUEST_RECORDS_RETENTION_DAYS, InstanceSample, RequestRecord
+from monitoring.models import REQUEST_RECORDS_RETENTION_DAYS, InstanceSample, RequestRecord, Span
 from serving import metrics as request_metrics
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,10 @@ def sample_instances() -> int:
     return len(samples)
 
 
-def remove_old(now: datetime | None = None) -> tuple[int, int]:
-    """Remove request records and instance samples past the retention; returns how many of each."""
+def remove_old(now: datetime | None = None) -> tuple[int, int, int]:
+    """Remove request records, instance samples and spans past the retention; returns how many of each."""
     cutoff = (now or timezone.now()) - timedelta(days=REQUEST_RECORDS_RETENTION_DAYS)
     records, _ = RequestRecord.objects.filter(time__lt=cutoff).delete()
     samples, _ = InstanceSample.objects.filter(time__lt=cutoff).delete()
-    return records, samples
+    spans, _ = Span.objects.filter(start__lt=cutoff).delete()
+    return records, samples, spans

@@ -31,5 +31,5 @@ def sample_instances() -> None:
 
 @shared_task
 def remove_old_request_records() -> None:
-    """Beat: forget request records and instance samples older than the Monitoring tab shows."""
+    """Beat: forget request records, instance samples and spans older than the Monitoring tab shows."""
     requests.remove_old()

@@ -20,21 +20,18 @@ provider. Spans are stored under the instance's endpoint and deployment, whateve
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
 
 from endpoints.models import Instance, InstanceState
+from monitoring import otlp
 from monitoring.models import Span
 
-BOOTSTRAP = Path(__file__).resolve().parent / "instance_bootstrap" / "sitecustomize.py"
 SALT = "flowdeploy.otlp-traces.v1"
 TRACES_PATH = "/internal/otlp/v1/traces"
-EXPORT_DELAY_MS = 1000  # the BatchSpanProcessor's schedule delay: spans reach the studio within about a second
 MAX_ATTRIBUTE_CHARS = 32 * 1024  # a longer attribute (a long input or output) is stored cut at this length
 TRACING_STATES = (InstanceState.STARTING, InstanceState.READY, InstanceState.DRAINING)
 # What a deployment's own environment variables may not change while tracing is on: the studio's exporter.
@@ -65,19 +62,9 @@ def instance_for(token: str) -> Instance | None:
 def instance_env(instance: Instance) -> dict[str, str]:
     """The variables that make this start of an instance export its spans to the studio; puts the bootstrap
     (instance_bootstrap/sitecustomize.py) into the instance's home, which its sandbox sees."""
-    folder = instance.folder / "home" / "flowdeploy-tracing"
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(BOOTSTRAP, folder / "sitecustomize.py")
     studio = settings.FLOWDEPLOY_STUDIO_URL.rstrip("/")
-    return {
-        "PF_DISABLE_TRACING": "false",
-        "PF_BUILTIN_TRACE_EXPORTERS_DISABLE": "true",  # promptflow's OTLP exporter is broken: see the bootstrap
-        "PYTHONPATH": str(folder),
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{studio}{TRACES_PATH}",
-        # The SDK reads `name=value` pairs, URL-decoded: %20 is the space after Bearer.
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"authorization=Bearer%20{mint_token(instance)}",
-        "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS),
-    }
+    bootstrap_dir = instance.folder / "home" / "flowdeploy-tracing"
+    return otlp.exporter_env(f"{studio}{TRACES_PATH}", mint_token(instance), bootstrap_dir)
 
 
 def store(instance: Instance, decoded: list[dict[str, Any]]) -> int:

@@ -1,8 +1,11 @@
 """The Monitoring tab in Chromium, on a real deployment of chat-basic (against the loopback OpenAI-compatible
 server) scored through the real gateway: the gateway's request records reach the studio (beat's ingest task,
-called here), the instance is sampled from /proc, and the tab draws the charts and lists the requests."""
+called here), the instance is sampled from /proc, and the tab draws the charts and lists the requests; with
+Application Insights diagnostics on, a request opens into the waterfall of its spans."""
 
+import re
 import time
+import uuid
 
 import httpx
 import pytest
@@ -11,7 +14,7 @@ from support import wait_for
 
 from endpoints import services
 from monitoring import requests as monitoring_requests
-from monitoring.models import InstanceSample, RequestRecord
+from monitoring.models import InstanceSample, RequestRecord, Span
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -69,3 +72,50 @@ def test_it_charts_a_live_deployments_requests(signed_in, live_server, deploy, o
     page.get_by_label("Status").select_option("errors")
     expect(page.locator("#request-rows tbody tr")).to_have_count(1)
     expect(page.locator("#request-rows tbody tr")).to_contain_text("400")
+
+
+def test_it_opens_a_traced_request_as_a_waterfall(signed_in, live_server, deploy, open_ai_connection, gateway_url):
+    from endpoints.publishing import client
+
+    blue = deploy("chat-basic", endpoint="ep-waterfall", name="blue", app_insights_enabled=True)
+    key = services.credentials(blue.endpoint)["primaryKey"]
+    request_id = f"waterfall-{uuid.uuid4()}"
+    headers = {"Authorization": f"Bearer {key}", "x-request-id": request_id}
+    body = {"question": "Show me the spans?", "chat_history": []}
+    answer = httpx.post(f"{gateway_url}{blue.endpoint.scoring_path}", json=body, headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    redis = client()
+
+    def arrived() -> bool:
+        monitoring_requests.ingest(redis)
+        return (
+            RequestRecord.objects.filter(request_id=request_id).exists()
+            and Span.objects.filter(request_id=request_id).count() >= 3
+        )
+
+    wait_for(arrived, timeout=20, interval=0.3, message="the request's record or spans did not reach the studio")
+
+    page = signed_in
+    page.goto(f"{live_server.url}/deployments/ep-waterfall/blue/monitoring/")
+    row = page.locator("#request-rows tbody tr", has_text=request_id)
+    row.get_by_role("link", name="View trace").click()
+    expect(page.get_by_role("heading", name=re.compile("^Trace"))).to_be_visible()
+    expect(page.locator("#trace-props")).to_contain_text(request_id)
+    expect(page.locator("#trace-tokens")).to_have_text("20")
+    spans = page.locator("#waterfall > li")
+    expect(spans).to_have_count(3)
+    expect(spans.nth(0)).to_contain_text("flow")
+    expect(spans.nth(1)).to_contain_text("chat")
+    expect(spans.nth(2)).to_contain_text("openai_chat")
+    expect(spans.nth(2)).to_contain_text("20 tokens")
+    bars = page.locator(".span-bar")
+    widths = [bars.nth(i).evaluate("(bar) => bar.getBoundingClientRect().width") for i in range(3)]
+    assert widths[0] >= widths[1] >= widths[2] > 0  # each span inside its parent on the time line
+
+    llm = spans.nth(2)
+    expect(llm.locator(".span-output")).to_be_hidden()
+    llm.locator("summary").click()
+    expect(llm.locator(".span-output")).to_be_visible()
+    expect(llm.locator(".span-output")).to_contain_text("you asked 'Show me the spans?'")
+    # The local server counts the answer's words as completion tokens, and 20 in all.
+    expect(llm).to_contain_text(re.compile(r"Prompt tokens 10 · completion tokens \d+ · total 20"))

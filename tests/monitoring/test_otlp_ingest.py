@@ -158,7 +158,7 @@ def test_it_sets_up_an_instance_to_export_to_the_studio(instance, settings):
     assert env["PF_DISABLE_TRACING"] == "false" and env["PF_BUILTIN_TRACE_EXPORTERS_DISABLE"] == "true"
     bootstrap = instance.folder / "home" / "flowdeploy-tracing" / "sitecustomize.py"
     assert env["PYTHONPATH"] == str(bootstrap.parent)
-    assert bootstrap.read_text() == tracing.BOOTSTRAP.read_text()
+    assert bootstrap.read_text() == otlp.BOOTSTRAP.read_text()
 
 
 def test_it_decodes_negative_numbers_nested_values_and_skips_unknown_fields():

@@ -12,7 +12,7 @@ import redis
 from endpoints.models import Instance, InstanceState
 from monitoring import requests as monitoring_requests
 from monitoring import resources
-from monitoring.models import REQUEST_RECORDS_RETENTION_DAYS, InstanceSample, RequestRecord
+from monitoring.models import REQUEST_RECORDS_RETENTION_DAYS, InstanceSample, RequestRecord, Span
 from serving import metrics as request_metrics
 
 pytestmark = pytest.mark.django_db
@@ -121,7 +121,7 @@ def test_it_samples_running_instances(deployment_row):
     assert sample.cpu_seconds > 0 and sample.memory_bytes > 0
 
 
-def test_it_forgets_records_and_samples_after_the_retention():
+def test_it_forgets_records_samples_and_spans_after_the_retention():
     now = datetime.now(UTC)
     old = now - timedelta(days=REQUEST_RECORDS_RETENTION_DAYS, minutes=1)
     for n, at in enumerate((old, now)):
@@ -131,5 +131,9 @@ def test_it_forgets_records_and_samples_after_the_retention():
         InstanceSample.objects.create(
             time=at, endpoint_name="e", deployment_name="d", instance_name="i", cpu_seconds=1, memory_bytes=1
         )
-    assert monitoring_requests.remove_old(now) == (1, 1)
+        Span.objects.create(
+            trace_id=f"{n}" * 32, span_id="a" * 16, name="flow", start=at, duration_ms=1, endpoint_name="e",
+            deployment_name="d",
+        )  # fmt: skip
+    assert monitoring_requests.remove_old(now) == (1, 1, 1)
     assert RequestRecord.objects.get().record_id == "r1"

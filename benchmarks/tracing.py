@@ -1,12 +1,13 @@
-"""What tracing ("Application Insights diagnostics") costs on /score: two real promptflow instances of the same
-flow behind one gateway, one as Flowdeploy starts an instance without tracing (PF_DISABLE_TRACING=true) and one
-as it starts a traced one (monitoring/otlp.py `exporter_env`: promptflow's spans exported over OTLP/HTTP by a
-BatchSpanProcessor), exporting to an OTLP sink in this process that decodes every export with the studio's reader
-(monitoring/otlp.py) and counts the spans.
+"""What tracing ("Application Insights diagnostics") costs on /score: three real promptflow instances of the same
+flow behind one gateway: one as Flowdeploy starts an instance without tracing (PF_DISABLE_TRACING=true), one as
+it starts a traced one (monitoring/otlp.py `exporter_env`: promptflow's spans exported over OTLP/HTTP by a
+BatchSpanProcessor), and one with promptflow's tracing on but no tracer provider (what its instrumentation
+costs by itself). The traced one exports to an OTLP sink in this process that decodes every export with the
+studio's reader (monitoring/otlp.py) and counts the spans.
 
 For the web-classification-offline sample, one gunicorn gthread worker per instance, it measures in the same run:
 
-- latency p50, p95 and p99 at concurrency 1 (`--requests` per endpoint, after a warm-up), the two endpoints
+- latency p50, p95 and p99 at concurrency 1 (`--requests` per endpoint, after a warm-up), the endpoints
   taking turns request by request;
 - throughput at concurrency 8 (`--seconds` per endpoint, in alternating rounds);
 
@@ -53,6 +54,9 @@ _spec.loader.exec_module(collection_bench)
 
 CONCURRENCY = bench.CONCURRENCY
 SINK_TOKEN = "benchmark-token"
+# off: as Flowdeploy starts an untraced instance; spans: promptflow's tracing on without a tracer provider (its
+# instrumentation alone); on: as Flowdeploy starts a traced instance, exporting to the sink.
+LABELS = ("off", "spans", "on")
 
 
 class Sink(BaseHTTPRequestHandler):
@@ -123,20 +127,17 @@ def main() -> None:
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     gateway, gateway_url = bench.start_gateway(args.redis_url, work / "gateway.log")
     processes = []
-    names = {False: f"trace-off-{os.getpid()}", True: f"trace-on-{os.getpid()}"}
+    names = {label: f"trace-{label}-{os.getpid()}" for label in LABELS}
     try:
-        for traced, name in names.items():
+        for label, name in names.items():
             flow_dir = work / name / "flow"
             shutil.copytree(bench.SAMPLE, flow_dir)
-            extra = (
-                otlp.exporter_env(
-                    f"http://127.0.0.1:{sink_port}/v1/traces",
-                    SINK_TOKEN,
-                    flow_dir.parent / "home" / "flowdeploy-tracing",
-                )
-                if traced
-                else {}
-            )
+            extra = {}
+            if label == "on":
+                bootstrap = flow_dir.parent / "home" / "flowdeploy-tracing"
+                extra = otlp.exporter_env(f"http://127.0.0.1:{sink_port}/v1/traces", SINK_TOKEN, bootstrap)
+            elif label == "spans":  # promptflow traces, but no tracer provider is set: nothing is recorded or sent
+                extra = {"PF_DISABLE_TRACING": "false"}
             process, url = start_instance(args.runtime_dir, flow_dir, work / f"{name}.log", extra)
             processes.append(process)
             published = collection_bench.document(name, key, url, f"bench-{name}", False)
@@ -147,13 +148,11 @@ def main() -> None:
                 "the gateway applying routes",
             )
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-        off = (f"{gateway_url}/endpoints/{names[False]}/score", headers)
-        on = (f"{gateway_url}/endpoints/{names[True]}/score", headers)
-
-        off_times, on_times = asyncio.run(bench.latencies([off, on], args.requests))
-        totals = {"off": [0, 0.0], "on": [0, 0.0]}
+        targets = {label: (f"{gateway_url}/endpoints/{name}/score", headers) for label, name in names.items()}
+        times = dict(zip(LABELS, asyncio.run(bench.latencies(list(targets.values()), args.requests)), strict=True))
+        totals = {label: [0, 0.0] for label in LABELS}
         for _ in range(args.rounds):
-            for label, (url, target_headers) in (("off", off), ("on", on)):
+            for label, (url, target_headers) in targets.items():
                 done, elapsed = asyncio.run(bench.throughput(url, target_headers, args.seconds / args.rounds))
                 totals[label][0] += done
                 totals[label][1] += elapsed
@@ -180,22 +179,23 @@ def main() -> None:
     )
     print(f"{'tracing':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     rows = {}
-    for label, times in (("off", off_times), ("on", on_times)):
+    for label in LABELS:
         done, elapsed = totals[label]
         rows[label] = {
-            "p50": statistics.median(times) * 1000,
-            "p95": bench.percentile(times, 0.95) * 1000,
-            "p99": bench.percentile(times, 0.99) * 1000,
+            "p50": statistics.median(times[label]) * 1000,
+            "p95": bench.percentile(times[label], 0.95) * 1000,
+            "p99": bench.percentile(times[label], 0.99) * 1000,
             "rps": done / elapsed,
         }
         row = rows[label]
         print(f"{label:>8} {row['p50']:>8.2f} {row['p95']:>8.2f} {row['p99']:>8.2f} {row['rps']:>8.0f}")
-    paired = statistics.median(b - a for a, b in zip(off_times, on_times, strict=True)) * 1000
-    print(
-        f"tracing adds {rows['on']['p50'] - rows['off']['p50']:+.2f} ms at p50 (median of paired differences "
-        f"{paired:+.2f} ms), {rows['on']['p95'] - rows['off']['p95']:+.2f} ms at p95, and keeps "
-        f"{rows['on']['rps'] / rows['off']['rps']:.0%} of the throughput"
-    )
+    for label in LABELS[1:]:
+        paired = statistics.median(b - a for a, b in zip(times["off"], times[label], strict=True)) * 1000
+        print(
+            f"{label}: {rows[label]['p50'] - rows['off']['p50']:+.2f} ms at p50 (median of paired differences "
+            f"{paired:+.2f} ms), {rows[label]['p95'] - rows['off']['p95']:+.2f} ms at p95, "
+            f"{rows[label]['rps'] / rows['off']['rps']:.0%} of the throughput"
+        )
     print(
         f"exported {Sink.flow_spans} flow spans for {sent_on} traced requests ({Sink.spans} spans in "
         f"{Sink.exports} exports, {Sink.spans / max(Sink.flow_spans, 1):.1f} per request); refused {Sink.refused}"

@@ -123,3 +123,13 @@ def test_it_says_when_a_deployment_collects_no_traces(viewer, deployment_row):
     assert 'id="tokens-note"' in viewer.get(BASE).content.decode()
     response = viewer.get(f"{BASE}traces/", {"request_id": "anything"})
     assert "Application Insights diagnostics is off" in response.content.decode()
+
+
+def test_it_says_on_the_details_tab_whether_diagnostics_is_on(viewer, deployment_row):
+    deployment = deployment_row()
+    html = viewer.get("/deployments/ep-data/blue/").content.decode()
+    assert '<dd id="app-insights">Disabled</dd>' in html
+    deployment.app_insights_enabled = True
+    deployment.save()
+    html = viewer.get("/deployments/ep-data/blue/").content.decode()
+    assert f'the <a href="{BASE}">Monitoring</a> tab' in html

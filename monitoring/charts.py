@@ -129,6 +129,7 @@ def deployment_charts(endpoint: str, deployment: str, chosen: Range, now: dateti
             ],
         },
         _token_chart(endpoint, deployment, xs, since, index),
+        _node_latency_chart(endpoint, deployment, xs, since, index),
         *_instance_charts(endpoint, deployment, xs, step, since, index),
     ]
     return {
@@ -167,6 +168,23 @@ def _token_chart(endpoint: str, deployment: str, xs: list[float], since: datetim
         if seen
         else [],
     }
+
+
+def _node_latency_chart(endpoint: str, deployment: str, xs: list[float], since: datetime, index) -> dict:
+    """P95 duration of each node of the flow, from the traces: a node's span is the one named after its node."""
+    durations: dict[str, list[list[float]]] = {}
+    spans = Span.objects.filter(
+        endpoint_name=endpoint, deployment_name=deployment, start__gte=since, attributes__has_key="node_name"
+    ).values_list("start", "name", "duration_ms", "attributes__node_name")
+    for at, name, duration_ms, node in spans.iterator(chunk_size=5000):
+        if name == node:
+            durations.setdefault(node, [[] for _ in xs])[index(at)].append(duration_ms)
+    series = []
+    for node, buckets in sorted(durations.items()):
+        for values in buckets:
+            values.sort()
+        series.append({"label": node, "values": [_round(percentile(values, 0.95)) for values in buckets]})
+    return {"id": "node-latency", "title": "Node latency (P95)", "unit": "ms", "x": xs, "series": series}
 
 
 def _instance_charts(endpoint: str, deployment: str, xs: list[float], step: float, since: datetime, index) -> list:

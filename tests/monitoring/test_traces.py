@@ -133,3 +133,12 @@ def test_it_says_on_the_details_tab_whether_diagnostics_is_on(viewer, deployment
     deployment.save()
     html = viewer.get("/deployments/ep-data/blue/").content.decode()
     assert f'the <a href="{BASE}">Monitoring</a> tab' in html
+
+
+def test_it_charts_each_nodes_latency_from_the_traces(viewer, traced):
+    make_span("e" * 16, "chat", parent="a" * 16, ms=30, trace="2" * 32, attributes={"node_name": "chat"})
+    html = viewer.get(BASE).content.decode()
+    found = re.search(r'<script id="chart-data-node-latency" type="application/json">(.*?)</script>', html, re.S)
+    [chat] = json.loads(found.group(1))["series"]  # the LLM call under the node is not a node
+    assert chat["label"] == "chat"
+    assert [v for v in chat["values"] if v is not None] == [70.0]

@@ -188,9 +188,7 @@ def connections(request):
         spec = _connection_spec(data)
         if Connection.objects.filter(name=spec.name).exists():
             raise conflict(f"A connection named {spec.name!r} already exists.", "name")
-        created = save_connection(spec, actor=request.user)
-        Connection.objects.filter(pk=created.pk).update(project=project)
-        created.project = project
+        created = save_connection(spec, actor=request.user, project=project)
         return ok(rep.connection_json(created), 201)
     rows = access.visible(request.user, Connection.objects.select_related("project")).order_by("name")
     return ok([rep.connection_json(c) for c in rows])
@@ -244,8 +242,9 @@ def _import_flow(request) -> FlowVersion:
         if upload.size > settings.FLOWDEPLOY_MAX_UPLOAD_BYTES:
             limit = settings.FLOWDEPLOY_MAX_UPLOAD_BYTES // (1024 * 1024)
             raise ApiError(413, "TooLarge", f"file: the zip is larger than {limit} MB.", "file")
-        version = importing.import_zip(upload, _flow_name(name), request.user, source_detail=upload.name or "")
-        return _placed(version, project)
+        return importing.import_zip(
+            upload, _flow_name(name), request.user, source_detail=upload.name or "", project=project
+        )
     data = request.data
     reject_unknown(
         data, ("name", "path", "description", "project"), "a flow import (or send multipart with name and file)"
@@ -259,8 +258,7 @@ def _import_flow(request) -> FlowVersion:
         raise bad_request("path: give an absolute path to a folder on the server.", "path")
     if not folder.is_dir():
         raise bad_request(f"path: there is no folder at {path} on the server.", "path")
-    version = importing.import_folder(folder, name, request.user, FlowSource.FOLDER, str(folder))
-    return _placed(version, project)
+    return importing.import_folder(folder, name, request.user, FlowSource.FOLDER, str(folder), project=project)
 
 
 def _flow_project(request, name: str, project_name) -> Project:
@@ -273,13 +271,6 @@ def _flow_project(request, name: str, project_name) -> Project:
     access.require(request.user, Action.DEPLOY, existing.project)
     _same_project({"project": project_name or None}, existing.project, f"flow {name}")
     return existing.project
-
-
-def _placed(version: FlowVersion, project: Project) -> FlowVersion:
-    """A flow the import just created goes to `project` (the importer creates it in the default project)."""
-    Flow.objects.filter(pk=version.flow_id).exclude(project=project).update(project=project)
-    version.flow.project = project
-    return version
 
 
 def _flow_name(name: str) -> str:

@@ -141,14 +141,17 @@ def resolve(flow_version: FlowVersion, overrides: dict[str, str], name: str) -> 
 
 
 def connection_problems(flow_version: FlowVersion, overrides: dict[str, str]) -> list[str]:
-    existing = connection_type_names()
+    """What stops the flow from getting its connections: each must exist in the flow's project, of a type
+    its nodes accept."""
+    existing = connection_type_names(flow_version.flow.project_id)
     problems = []
     for entry in flow_version.connections:
         target = overrides.get(entry["name"]) or entry["name"]
         nodes = ", ".join(f"'{n}'" for n in entry.get("nodes", []))
         if target not in existing:
             problems.append(
-                f"Connection '{target}' (used by node {nodes}) does not exist. "
+                f"Connection '{target}' (used by node {nodes}) does not exist in project "
+                f"'{flow_version.flow.project}'. "
                 "Create it on the Connections page, or override it with another connection."
             )
         elif entry.get("types") and existing[target] not in entry["types"]:

@@ -424,6 +424,15 @@ def create_or_update_deployment(
         raise ValidationError({"name": f"Deployment {name} is {existing.state.lower()}; wait until it finishes."})
     if endpoint.deleting:
         raise ValidationError({"endpoint": f"Endpoint {endpoint.name} is being deleted."})
+    if flow_version.flow.project_id != endpoint.project_id:
+        raise ValidationError(
+            {
+                "flow": f"Flow {flow_version.flow.name} is in project '{flow_version.flow.project}', endpoint "
+                f"{endpoint.name} in project '{endpoint.project}': a deployment serves a flow of its endpoint's "
+                "project, with that project's connections. Import the flow there, or deploy it to an endpoint of "
+                "its own project."
+            }
+        )
     data = clean_deployment_settings(flow_version, values, existing)
     problems = connection_problems(flow_version, data["connection_overrides"])
     if problems:

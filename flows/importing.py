@@ -24,7 +24,8 @@ from runtime.requirements_policy import find_problems
 from workspace import audit
 from workspace.connection_types import NAME_RE as CONNECTION_NAME_RE
 from workspace.connection_types import PROMPTFLOW_MODULE
-from workspace.models import Connection
+from workspace.connections import in_project
+from workspace.models import Project
 
 FLOW_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 # URLs under /flows/ that a flow of that name would hide (flows/urls.py).
@@ -435,14 +436,14 @@ def referenced_connection_names(dag: dict) -> set[str]:
     return names
 
 
-def validation_connections(names: set[str]) -> dict[str, dict]:
+def validation_connections(names: set[str], project: Project | None = None) -> dict[str, dict]:
     """The named connections in promptflow's dict format, every secret value replaced by a placeholder.
 
     Validation resolves each node's tool and connection type; it never calls a provider, so it needs no
     secret, and the flow's code (which validation imports) never sees one.
     """
     connections = {}
-    for connection in Connection.objects.filter(name__in=sorted(names)):
+    for connection in in_project(project).filter(name__in=sorted(names)):
         value = {k: v for k, v in connection.configs.items() if v not in (None, "")}
         value.update(dict.fromkeys(connection.secret_keys, SECRET_PLACEHOLDER))
         connections[connection.name] = {
@@ -455,7 +456,8 @@ def validation_connections(names: set[str]) -> dict[str, dict]:
     return connections
 
 
-def validate(flow_dir: Path) -> dict:
+def validate(flow_dir: Path, project: Project | None = None) -> dict:
+    """What promptflow makes of the flow, checked with the connections of `project` (the flow's)."""
     dag = _read_dag(flow_dir)
     requirements_name, requirements = _requirements_file(flow_dir, dag)
     check_requirements(requirements, requirements_name)
@@ -464,7 +466,7 @@ def validate(flow_dir: Path) -> dict:
     except EnvironmentBuildError as exc:
         raise FlowImportError(str(exc), code="RequirementsFailed", file=requirements_name) from exc
     try:
-        verdict = validate_flow(env, flow_dir, validation_connections(referenced_connection_names(dag)))
+        verdict = validate_flow(env, flow_dir, validation_connections(referenced_connection_names(dag), project))
     except RunnerError as exc:
         raise FlowImportError(str(exc), code="RuntimeFailed") from exc
     if not verdict.get("ok"):
@@ -480,9 +482,15 @@ def validate(flow_dir: Path) -> dict:
 
 
 def import_folder(
-    folder: Path, name: str, user, source: str = FlowSource.FOLDER, source_detail: str = ""
+    folder: Path,
+    name: str,
+    user,
+    source: str = FlowSource.FOLDER,
+    source_detail: str = "",
+    project: Project | None = None,
 ) -> FlowVersion:
-    """Import a flow from a folder on the server (a sample, or a path the admin gives).
+    """Import a flow from a folder on the server (a sample, or a path the admin gives), into `project`
+    (see _target_project).
 
     Its additional includes are read from the server, within the folder's parent.
     """
@@ -494,12 +502,14 @@ def import_folder(
         source_dir = folder / flow_dir.relative_to(staging / "flow")
         where = f"the folder's parent ({folder.resolve().parent})"
         resolve_additional_includes(flow_dir, source_dir, folder.resolve().parent, where)
-        return _import_staged(flow_dir, name, user, source, source_detail or str(folder))
+        return _import_staged(flow_dir, name, user, source, source_detail or str(folder), project)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def import_zip(upload: IO[bytes], name: str, user, source_detail: str = "") -> FlowVersion:
+def import_zip(
+    upload: IO[bytes], name: str, user, source_detail: str = "", project: Project | None = None
+) -> FlowVersion:
     """Import a flow from a zip; its additional includes must be in the zip too (the flow in one top folder,
     what it includes beside it)."""
     staging = _staging_dir()
@@ -509,13 +519,30 @@ def import_zip(upload: IO[bytes], name: str, user, source_detail: str = "") -> F
         (staging / "flow").mkdir(exist_ok=True)
         flow_dir = find_flow_root(staging / "flow", name)
         resolve_additional_includes(flow_dir, flow_dir, staging / "flow", "the zip")
-        return _import_staged(flow_dir, name, user, FlowSource.UPLOAD, source_detail)
+        return _import_staged(flow_dir, name, user, FlowSource.UPLOAD, source_detail, project)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _import_staged(flow_dir: Path, name: str, user, source: str, source_detail: str) -> FlowVersion:
-    description = validate(flow_dir)
+def _target_project(name: str, project: Project | None) -> Project:
+    """A new version goes to its flow's project; a new flow to `project` (the default project when None).
+    Flow names are unique across projects: a name another project uses is refused, naming that project."""
+    existing = Flow.objects.select_related("project").filter(name=name).first()
+    if existing is None:
+        return project or Project.default()
+    if project is not None and existing.project_id != project.pk:
+        raise FlowImportError(
+            f"A flow named {name!r} already exists in another project. Choose another name.",
+            code="NameTaken",
+        )
+    return existing.project
+
+
+def _import_staged(
+    flow_dir: Path, name: str, user, source: str, source_detail: str, project: Project | None
+) -> FlowVersion:
+    project = _target_project(name, project)
+    description = validate(flow_dir, project)
     _remove_run_artifacts(flow_dir)
     digest = content_hash(flow_dir)
     snapshot = Path(settings.FLOWDEPLOY_FLOWS_DIR) / digest
@@ -527,7 +554,11 @@ def _import_staged(flow_dir: Path, name: str, user, source: str, source_detail: 
             if not snapshot.exists():  # not a concurrent import of the same content
                 raise
     with transaction.atomic():
-        flow, _ = Flow.objects.get_or_create(name=name, defaults={"created_by": _user_or_none(user)})
+        flow, _ = Flow.objects.get_or_create(
+            name=name, defaults={"created_by": _user_or_none(user), "project": project}
+        )
+        if flow.project_id != project.pk:  # created meanwhile by a concurrent import into another project
+            raise FlowImportError(f"A flow named {name!r} already exists in another project.", code="NameTaken")
         flow = Flow.objects.select_for_update().get(pk=flow.pk)
         latest = flow.versions.order_by("-version").values_list("version", flat=True).first() or 0
         version = FlowVersion.objects.create(
@@ -547,7 +578,9 @@ def _import_staged(flow_dir: Path, name: str, user, source: str, source_detail: 
             environment=environment_key(description.get("requirements", "")),
             created_by=_user_or_none(user),
         )
-        audit.record(_user_or_none(user), "flow.import", str(version), source=source, content_hash=digest)
+        audit.record(
+            _user_or_none(user), "flow.import", str(version), project=project, source=source, content_hash=digest
+        )
     return version
 
 

@@ -130,7 +130,7 @@ def execute_test_run(run_id: str) -> None:
     version = run.flow_version
     try:
         env = flow_environment(version.requirements)
-        connections = promptflow_connections(version.connection_names())
+        connections = promptflow_connections(version.connection_names(), version.flow.project_id)
         with scratch_copy(version.snapshot_dir) as flow_dir:
             result = run_line(env, flow_dir, connections, run.inputs, settings.FLOWDEPLOY_TEST_RUN_TIMEOUT)
     except (EnvironmentBuildError, RunnerError) as exc:
@@ -259,7 +259,7 @@ def execute_bulk_run(run_id: str) -> None:
         BulkRunLine.objects.filter(run=run).delete()
         BulkRun.objects.filter(pk=run.pk).update(completed_lines=0, failed_lines=0)
         env = flow_environment(version.requirements)
-        connections = promptflow_connections(version.connection_names())
+        connections = promptflow_connections(version.connection_names(), version.flow.project_id)
         with scratch_copy(version.snapshot_dir) as flow_dir:
             run_bulk(
                 env,

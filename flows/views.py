@@ -111,11 +111,7 @@ def _import_into(request, project, source: str, data: dict) -> FlowVersion:
         if not access.can(request.user, Action.VIEW, existing):
             raise importing.FlowImportError(f"The flow name {name} is already taken.", code="NameTaken")
         projects.require_on(request, Action.DEPLOY, existing)
-    version = _import(source, data, request.user)
-    if existing is None and version.version == 1 and version.flow.project_id != project.pk:
-        Flow.objects.filter(pk=version.flow.pk).update(project=project)
-        version.flow.project = project
-    return version
+    return _import(source, data, request.user, existing.project if existing else project)
 
 
 def _import_name(source: str, data: dict) -> str:
@@ -129,22 +125,24 @@ def _import_name(source: str, data: dict) -> str:
     return importing.default_name(Path(data["path"]).expanduser().name)
 
 
-def _import(source: str, data: dict, user) -> FlowVersion:
+def _import(source: str, data: dict, user, project) -> FlowVersion:
     if source == "upload":
         upload = data["file"]
         if upload.size > importing.settings.FLOWDEPLOY_MAX_UPLOAD_BYTES:
             raise importing.FlowImportError("The zip file is too large.", code="TooLarge")
         name = data.get("name") or importing.default_name(upload.name)
-        return importing.import_zip(upload, name, user, source_detail=upload.name)
+        return importing.import_zip(upload, name, user, source_detail=upload.name, project=project)
     if source == "sample":
         folder = importing.settings.FLOWDEPLOY_SAMPLES_DIR / data["sample"]
         name = data.get("name") or data["sample"]
-        return importing.import_folder(folder, name, user, FlowSource.SAMPLE, f"sample {data['sample']}")
+        return importing.import_folder(
+            folder, name, user, FlowSource.SAMPLE, f"sample {data['sample']}", project=project
+        )
     folder = Path(data["path"]).expanduser()
     if not folder.is_absolute():
         raise importing.FlowImportError("Give an absolute path to the folder.", code="NotFound")
     name = data.get("name") or importing.default_name(folder.name)
-    return importing.import_folder(folder, name, user, FlowSource.FOLDER, str(folder))
+    return importing.import_folder(folder, name, user, FlowSource.FOLDER, str(folder), project=project)
 
 
 @login_required
@@ -155,7 +153,7 @@ def flow_detail(request, name: str, version: int | None = None):
     except Flow.DoesNotExist:
         messages.error(request, f"Flow {name} has no versions.")
         return redirect("flows:list")
-    existing = connection_type_names()
+    existing = connection_type_names(flow_version.flow.project_id)
     connections = [
         {**entry, "exists": entry["name"] in existing, "actual_type": existing.get(entry["name"], "")}
         for entry in flow_version.connections

@@ -116,7 +116,8 @@ class BasicForm(StepForm):
         self.overwrite: Deployment | None = None
         self.endpoint: Endpoint | None = None
         self.fields["endpoint_name"].initial = suggested_endpoint_name(self.flow_version)
-        endpoints = Endpoint.objects.filter(deleting=False).order_by("name")
+        # A deployment serves a flow of its endpoint's project (endpoints/services.py): the flow's endpoints.
+        endpoints = self._project_endpoints().order_by("name")
         self.fields["existing_endpoint"].choices = [("", "Choose an endpoint")] + [(e.name, e.name) for e in endpoints]
         free = capacity.free_mib()
         self.fields["vm_size"].choices = [
@@ -135,6 +136,9 @@ class BasicForm(StepForm):
                 **{"hx-include": "closest form"},
             )
 
+    def _project_endpoints(self):
+        return Endpoint.objects.filter(deleting=False, project_id=self.flow_version.flow.project_id)
+
     def clean(self):
         data = super().clean()
         mode = data.get("endpoint_mode")
@@ -142,7 +146,7 @@ class BasicForm(StepForm):
             self._check_new_endpoint(data.get("endpoint_name") or "")
         elif mode == "existing":
             name = data.get("existing_endpoint")
-            self.endpoint = Endpoint.objects.filter(name=name, deleting=False).first() if name else None
+            self.endpoint = self._project_endpoints().filter(name=name).first() if name else None
             if self.endpoint is None:
                 message = f"Endpoint {name} no longer exists." if name else "Choose an existing endpoint."
                 self.add_error("existing_endpoint", message)
@@ -314,7 +318,7 @@ class OutputsForm(StepForm):
             (name, f"{name} ({spec.get('type', 'string')})") for name, spec in outputs.items()
         ]
         self.fields["selected_outputs"].initial = list(outputs)
-        existing = connection_type_names()
+        existing = connection_type_names(self.flow_version.flow.project_id)
         self.connections = []
         for entry in self.flow_version.connections:
             name = entry["name"]

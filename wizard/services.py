@@ -13,7 +13,6 @@ from wizard.forms import StepForm, all_forms
 from wizard.models import DeploymentDraft
 from workspace import access, notifications
 from workspace.access import Action
-from workspace.models import Project
 
 # Which step fixes a field the services refuse.
 FIELD_STEPS = {
@@ -52,21 +51,21 @@ def first_error(form: StepForm) -> str:
     return "Check this step."
 
 
-def create_from_draft(draft: DeploymentDraft, user, project: Project | None = None) -> tuple[Deployment, bool]:
+def create_from_draft(draft: DeploymentDraft, user) -> tuple[Deployment, bool]:
     """Validate every step of the draft again, then create the endpoint (if new) and the deployment, or update
     the deployment it overwrites, and notify the user. Returns the deployment and whether this call created it
     (False: the draft was deployed before, by an earlier or a concurrent Create). Raises DraftProblem.
 
     Access (workspace/access.py), checked here for every caller: the flow must be visible to the user; a new
-    endpoint is created in `project` (by default the flow's) and needs Contributor there; creating or
-    overwriting a deployment on an existing endpoint needs Contributor in the endpoint's project. Raises
-    AccessDenied (nothing created) otherwise."""
+    endpoint is created in the flow's project (a deployment serves a flow of its endpoint's project) and needs
+    Contributor there; creating or overwriting a deployment on an existing endpoint needs Contributor in the
+    endpoint's project. Raises AccessDenied (nothing created) otherwise."""
     try:
         with transaction.atomic():
             locked = DeploymentDraft.objects.select_for_update().select_related("deployment__endpoint").get(pk=draft.pk)
             if locked.deployment_id:  # a second Create (double click, resubmitted form)
                 return locked.deployment, False
-            deployment = _create_rows(locked, user, project)
+            deployment = _create_rows(locked, user)
             claimed = DeploymentDraft.objects.filter(pk=locked.pk, deployment=None).update(deployment=deployment)
             if claimed != 1:
                 raise DraftProblem("review", "This draft was deployed by another request.")
@@ -88,7 +87,7 @@ def create_from_draft(draft: DeploymentDraft, user, project: Project | None = No
     return deployment, True
 
 
-def _create_rows(draft: DeploymentDraft, user, project: Project | None) -> Deployment:
+def _create_rows(draft: DeploymentDraft, user) -> Deployment:
     access.require_on(user, Action.VIEW, draft.flow_version)
     forms = all_forms(draft)
     for step, form in forms.items():
@@ -97,14 +96,8 @@ def _create_rows(draft: DeploymentDraft, user, project: Project | None) -> Deplo
     basic = forms["basic"].cleaned_data
     if "endpoint" in forms:
         kwargs = forms["endpoint"].endpoint_kwargs()
-        project = project or kwargs.get("project") or draft.flow_version.flow.project
-        access.require(user, Action.DEPLOY, project)
-        if "project" in kwargs:
-            kwargs["project"] = project
+        access.require(user, Action.DEPLOY, kwargs["project"])
         endpoint = services.create_endpoint(basic["endpoint_name"], user=user, **kwargs)
-        if endpoint.project_id != project.pk:
-            Endpoint.objects.filter(pk=endpoint.pk).update(project=project)
-            endpoint.project = project
     else:
         endpoint = Endpoint.objects.select_for_update().get(pk=forms["basic"].endpoint.pk)
         access.require_on(user, Action.DEPLOY, endpoint)

@@ -226,9 +226,7 @@ def review(request, draft_id):
 
 def _create(request, draft: DeploymentDraft):
     try:
-        deployment, created = wizard_services.create_from_draft(
-            draft, request.user, project=projects.current_project(request)
-        )
+        deployment, created = wizard_services.create_from_draft(draft, request.user)
     except AccessDenied as exc:
         if not exc.visible:
             raise Http404(exc.message) from None

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import yaml
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.views.decorators.debug import sensitive_variables
 
 from workspace import audit
@@ -28,7 +29,7 @@ from workspace.connection_types import (
     field_specs,
 )
 from workspace.crypto import SecretsUnreadable
-from workspace.models import Connection
+from workspace.models import Connection, Project
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +170,11 @@ def _validated(spec: ConnectionSpec, saved_secrets: dict[str, str] | None) -> tu
 
 
 @sensitive_variables("spec", "saved_secrets", "secrets")
-def save_connection(spec: ConnectionSpec, *, actor: Any = None, update: bool = False) -> Connection:
-    """Create (update=False) or update (update=True) the connection `spec.name`.
+def save_connection(
+    spec: ConnectionSpec, *, actor: Any = None, update: bool = False, project: Project | None = None
+) -> Connection:
+    """Create (update=False) or update (update=True) the connection `spec.name`; a new one goes to `project`
+    (the default project when None), an update keeps its project.
 
     Raises ConnectionSpecError with messages that name the field. On update the type cannot
     change and blank secrets keep the saved values. Records an audit event (key names only).
@@ -218,7 +222,9 @@ def save_connection(spec: ConnectionSpec, *, actor: Any = None, update: bool = F
         if existing is not None:
             raise ConnectionSpecError({"name": [f"Name: a connection named {spec.name!r} already exists."]})
         configs, secrets = _validated(spec, None)
-        connection = Connection(name=spec.name, type=spec.type, configs=configs, created_by=actor)
+        connection = Connection(
+            name=spec.name, type=spec.type, configs=configs, created_by=actor, project=project or Project.default()
+        )
         connection.set_secrets(secrets)
         try:
             with transaction.atomic():
@@ -229,6 +235,7 @@ def save_connection(spec: ConnectionSpec, *, actor: Any = None, update: bool = F
             actor,
             "connection.create",
             connection.name,
+            project=connection.project,
             type=connection.type,
             configs=sorted(configs),
             secrets=sorted(secrets),
@@ -267,7 +274,7 @@ def to_promptflow_dict(connection: Connection) -> dict:
     }
 
 
-def promptflow_connections(names: Iterable[str] | None = None) -> dict[str, dict]:
+def promptflow_connections(names: Iterable[str] | None = None, project: Any = None) -> dict[str, dict]:
     """The named connections that exist (all when names is None), as promptflow's executor wants them.
 
     The result is what FlowExecutor.create(connections=...) and DictConnectionProvider accept:
@@ -275,17 +282,25 @@ def promptflow_connections(names: Iterable[str] | None = None) -> dict[str, dict
     "value": {...configs and secrets...}, "secret_keys": [...]}}.
     Raises SecretsUnreadable (naming the connection) when the encryption key changed.
     """
-    queryset = Connection.objects.all()
+    queryset = in_project(project)
     if names is not None:
         queryset = queryset.filter(name__in=list(names))
     return {connection.name: to_promptflow_dict(connection) for connection in queryset}
 
 
-def connection_type_names() -> dict[str, str]:
-    """Connection name -> promptflow class name (e.g. "OpenAIConnection"); no secrets."""
+def in_project(project: Any = None) -> QuerySet[Connection]:
+    """The connections of a project (a Project or its pk): a flow uses only its own project's. None: all of
+    them, for callers that are not about one flow (the site administrator's tools, tests)."""
+    if project is None:
+        return Connection.objects.all()
+    return Connection.objects.filter(project=project)
+
+
+def connection_type_names(project: Any = None) -> dict[str, str]:
+    """Connection name -> promptflow class name (e.g. "OpenAIConnection") in a project; no secrets."""
     return {
         name: PROMPTFLOW_CLASS[connection_type]
-        for name, connection_type in Connection.objects.values_list("name", "type")
+        for name, connection_type in in_project(project).values_list("name", "type")
         if connection_type in PROMPTFLOW_CLASS
     }
 

@@ -79,12 +79,10 @@ def connection_create(request: HttpRequest) -> HttpResponse:
         spec = form.to_spec()
         if not form.errors:
             try:
-                connection = save_connection(spec, actor=request.user)
+                connection = save_connection(spec, actor=request.user, project=project)
             except ConnectionSpecError as exc:
                 form.add_spec_errors(exc)
             else:
-                if connection.project_id != project.pk:
-                    Connection.objects.filter(pk=connection.pk).update(project=project)
                 messages.success(request, f"Connection {connection.name} created.")
                 return redirect("workspace:connections")
     return _form_page(request, form, status=400)

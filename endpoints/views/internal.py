@@ -5,8 +5,7 @@ from django.views.decorators.http import require_GET
 
 from endpoints.connections import allowed_caller, instance_for, resolve, secrets_refusal, token_from
 from endpoints.models import Instance
-from workspace.connections import to_promptflow_dict
-from workspace.models import Connection
+from workspace.connections import in_project, to_promptflow_dict
 
 FORBIDDEN = (
     "The connection provider answers only an instance starting on this machine, with the token of that start: "
@@ -35,7 +34,8 @@ def connection_provider_get(request, name: str):
         return _error(403, "AuthorizationFailed", refusal)
     deployment = instance.deployment
     target = resolve(deployment.flow_version, deployment.connection_overrides, name)
-    connection = Connection.objects.filter(name=target).first() if target else None
+    project = deployment.endpoint.project_id  # the flow's too (endpoints/services.py)
+    connection = in_project(project).filter(name=target).first() if target else None
     if connection is None:
         return _error(404, "NotFound", f"Connection {name!r} is not available to this deployment.")
     payload = to_promptflow_dict(connection)

@@ -40,8 +40,8 @@ def as_user(client, django_user_model):
 def fake_import(monkeypatch):
     """The importer stands in for promptflow's validation (tested in tests/flows): it makes the rows."""
 
-    def import_zip(upload, name, user, source_detail=""):
-        flow, _ = Flow.objects.get_or_create(name=name)
+    def import_zip(upload, name, user, source_detail="", project=None):
+        flow, _ = Flow.objects.get_or_create(name=name, defaults={"project": project})
         number = flow.versions.count() + 1
         return FlowVersion.objects.create(
             flow=flow, version=number, content_hash=f"h{number}", source=FlowSource.UPLOAD, inputs={}, outputs={}

@@ -138,8 +138,8 @@ def world(django_user_model, monkeypatch):
             request_id="req-1", deployment="blue",
         )  # fmt: skip
 
-    def fake_import_zip(upload, name, user, source_detail=""):
-        created = Flow.objects.create(name=name)
+    def fake_import_zip(upload, name, user, source_detail="", project=None):
+        created = Flow.objects.create(name=name, project=project)
         return FlowVersion.objects.create(
             flow=created, version=1, content_hash="new-hash", source=FlowSource.UPLOAD, inputs={}, outputs={}, nodes=[]
         )

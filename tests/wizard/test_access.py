@@ -1,11 +1,13 @@
 """Who may deploy through the wizard (workspace/access.py): the Existing endpoint choices, the project a new
-endpoint goes to, and the checks of create_from_draft, whoever calls it."""
+endpoint goes to (the flow's: a deployment serves a flow of its endpoint's project), and the checks of
+create_from_draft, whoever calls it."""
 
 import pytest
 from roles import member
 
 from endpoints import services
 from endpoints.models import Deployment, Endpoint
+from flows.models import Flow
 from wizard import services as wizard_services
 from wizard.models import DeploymentDraft
 from workspace.access import AccessDenied
@@ -36,7 +38,13 @@ def their_endpoint(team, redis_url, django_capture_on_commit_callbacks):
     return endpoint
 
 
+def _move_flow(flow_version, project) -> None:
+    Flow.objects.filter(pk=flow_version.flow_id).update(project=project)
+    flow_version.flow.refresh_from_db()
+
+
 def test_it_lists_only_the_endpoints_the_user_may_deploy_to(deployer_client, deployer, draft, team, their_endpoint):
+    _move_flow(draft.flow_version, team)
     member(deployer, ProjectRole.READER, team)
     html = deployer_client.get(draft.step_url("basic")).content.decode()
     assert '<option value="ep-theirs"' not in html
@@ -50,6 +58,7 @@ def test_it_lists_only_the_endpoints_the_user_may_deploy_to(deployer_client, dep
 
 def test_it_refuses_create_on_an_endpoint_the_user_may_not_deploy_to(deployer, flow_version, team, their_endpoint):
     """create_from_draft checks the endpoint's project itself, not only the view: nothing is created."""
+    _move_flow(flow_version, team)
     member(deployer, ProjectRole.READER, team)
     draft = DeploymentDraft.start(deployer, flow_version)
     draft.save_step("basic", BASIC)
@@ -66,16 +75,17 @@ def test_it_refuses_create_of_a_flow_the_user_does_not_see(django_user_model, fl
     draft = DeploymentDraft.start(outsider, flow_version)
     draft.save_step("basic", {**BASIC, "endpoint_mode": ["new"], "endpoint_name": ["ep-new"]})
     with pytest.raises(AccessDenied) as denied:
-        wizard_services.create_from_draft(draft, outsider, project=team)
+        wizard_services.create_from_draft(draft, outsider)
     assert not denied.value.visible
     assert not Endpoint.objects.filter(name="ep-new").exists()
 
 
-def test_it_creates_a_new_endpoint_in_the_current_project(
+def test_it_creates_a_new_endpoint_in_the_flows_project(
     deployer_client, deployer, draft, team, django_capture_on_commit_callbacks
 ):
+    """Whatever project the top bar shows: the endpoint goes where the flow and its connections are."""
+    _move_flow(draft.flow_version, team)
     member(deployer, ProjectRole.CONTRIBUTOR, team)
-    deployer_client.post("/projects/switch/", {"project": team.pk})
     basic = {key: values[0] for key, values in BASIC.items()}
     basic.update(endpoint_mode="new", endpoint_name="ep-in-team", existing_endpoint="", go="review")
     assert deployer_client.post(draft.step_url("basic"), basic).status_code == 302
@@ -86,8 +96,8 @@ def test_it_creates_a_new_endpoint_in_the_current_project(
 
 
 def test_it_refuses_a_new_endpoint_where_the_user_is_reader(deployer_client, deployer, draft, team):
+    _move_flow(draft.flow_version, team)
     member(deployer, ProjectRole.READER, team)
-    deployer_client.post("/projects/switch/", {"project": team.pk})
     basic = {key: values[0] for key, values in BASIC.items()}
     basic.update(endpoint_mode="new", endpoint_name="ep-in-team", existing_endpoint="", go="review")
     deployer_client.post(draft.step_url("basic"), basic)
@@ -102,3 +112,14 @@ def test_it_hides_flows_of_other_projects_from_the_wizard(client, django_user_mo
     client.force_login(outsider)
     assert flow_version.flow.name not in client.get("/deployments/new/").content.decode()
     assert client.post("/deployments/new/", {"flow_version": flow_version.pk}).status_code == 404
+
+
+def test_it_refuses_a_deployment_of_another_projects_flow(flow_version, team, their_endpoint):
+    """The service refuses it whoever calls it: the instance would read the other project's connections."""
+    from django.core.exceptions import ValidationError
+
+    their_endpoint.refresh_from_db()
+    with pytest.raises(ValidationError) as refused:
+        services.create_or_update_deployment(their_endpoint, "blue", flow_version, vm_size="Standard_DS1_v2")
+    assert "a deployment serves a flow of its endpoint's project" in refused.value.message_dict["flow"][0]
+    assert not Deployment.objects.exists()

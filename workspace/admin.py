@@ -1,10 +1,8 @@
-"""The admin console: every workspace model, read-only where editing here would break state. Changes to who may
-do what (memberships, role assignments, identities) write an audit event, as they do in the studio."""
+"""The admin console: every workspace model, read-only where editing here would break state or skip a rule. Who
+may do what (memberships, identities, role assignments) is changed on the project's Access control (IAM) page."""
 
 from typing import Any
 
-from django import forms
-from django.apps import apps
 from django.contrib import admin
 from django.db.models import Count
 from django.urls import reverse
@@ -19,9 +17,7 @@ from workspace.models import (
     ManagedIdentity,
     Membership,
     Notification,
-    PrincipalType,
     Project,
-    ProjectRole,
     RoleAssignment,
 )
 
@@ -93,27 +89,52 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
 
-def _audit_membership(request, action: str, membership: Membership, **detail: Any) -> None:
-    """The same events as the project's Access page (workspace/members.py): member.add, member.role, member.remove."""
-    target = f"{membership.user.get_username()} in {membership.project.name}"
-    audit.record(request.user, action, target, request=request, project=membership.project_id, via="admin", **detail)
+class ManagedInTheStudio(admin.ModelAdmin):
+    """Who may do what is changed on the project's Access control (IAM) page, where the rules are kept (the last
+    Owner stays, a grant names an existing principal) and every change is audited (workspace/members.py,
+    workspace/identities.py). Here it is read-only, with a link there."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Manage")
+    def studio(self, obj: Any) -> str:
+        project = obj.project if hasattr(obj, "project") else obj
+        url = reverse("workspace:access", args=[project.name])
+        return format_html('<a href="{}">Access control (IAM) of {}</a>', url, project.name)
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
     fields = ("user", "role", "created_at")
-    readonly_fields = ("created_at",)
-    raw_id_fields = ("user",)
+    readonly_fields = fields
     extra = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "description", "member_count", "created_at")
+    """Projects are made here (by a site administrator); their members are managed in the studio."""
+
+    list_display = ("name", "description", "member_count", "created_at", "studio")
     list_filter = ("created_at",)
     search_fields = ("name", "description")
     date_hierarchy = "created_at"
-    readonly_fields = ("created_at",)
+    readonly_fields = ("created_at", "studio")
     inlines = [MembershipInline]
 
     def get_queryset(self, request):
@@ -123,180 +144,54 @@ class ProjectAdmin(admin.ModelAdmin):
     def member_count(self, obj: Project) -> int:
         return obj.members
 
+    @admin.display(description="Members and roles")
+    def studio(self, obj: Project) -> str:
+        if obj.pk is None:
+            return "Add members on the project's Access control (IAM) page once it is saved."
+        return ManagedInTheStudio.studio(self, obj)
+
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.name == DEFAULT_PROJECT:
-            return ("name", "created_at")  # rows made without a project land in "default", found by its name
+            return ("name", *self.readonly_fields)  # rows made without a project land in "default", by its name
         return self.readonly_fields
 
-    def save_formset(self, request, form, formset, change) -> None:
-        """Memberships changed inline write the same audit events as the Membership pages."""
-        if formset.model is not Membership:
-            return super().save_formset(request, form, formset, change)
-        # By the form's own object: a deleted membership has no pk left to look it up by.
-        before = {id(f.instance): f.initial.get("role") for f in formset.initial_forms}
-        super().save_formset(request, form, formset, change)
-        for membership in formset.new_objects:
-            _audit_membership(request, "member.add", membership, role=membership.get_role_display())
-        for membership, changed in formset.changed_objects:
-            if "role" in changed:
-                old = ProjectRole(before[id(membership)]).label
-                _audit_membership(request, "member.role", membership, before=old, after=membership.get_role_display())
-        for membership in formset.deleted_objects:
-            _audit_membership(request, "member.remove", membership, role=ProjectRole(before[id(membership)]).label)
+    def save_model(self, request, obj: Project, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        action = "project.update" if change else "project.create"
+        audit.record(request.user, action, obj.name, request=request, project=obj, via="admin")
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ("user", "project", "role", "created_at")
+class MembershipAdmin(ManagedInTheStudio):
+    list_display = ("user", "project", "role", "created_at", "studio")
     list_filter = ("role", "project")
     search_fields = ("user__username", "user__email", "project__name")
     list_select_related = ("user", "project")
-    raw_id_fields = ("user",)
-    readonly_fields = ("created_at",)
-
-    def get_readonly_fields(self, request, obj=None):
-        # Changing whose membership it is, or of which project, is a removal and an addition: do those.
-        return ("user", "project", "created_at") if obj is not None else self.readonly_fields
-
-    def save_model(self, request, obj: Membership, form, change) -> None:
-        before = Membership.objects.filter(pk=obj.pk).values_list("role", flat=True).first() if change else None
-        super().save_model(request, obj, form, change)
-        if not change:
-            _audit_membership(request, "member.add", obj, role=obj.get_role_display())
-        elif before != obj.role:
-            old = ProjectRole(before).label if before else ""
-            _audit_membership(request, "member.role", obj, before=old, after=obj.get_role_display())
-
-    def delete_model(self, request, obj: Membership) -> None:
-        super().delete_model(request, obj)
-        _audit_membership(request, "member.remove", obj, role=obj.get_role_display())
-
-    def delete_queryset(self, request, queryset) -> None:
-        for membership in queryset.select_related("user", "project"):
-            self.delete_model(request, membership)
 
 
 @admin.register(ManagedIdentity)
-class ManagedIdentityAdmin(admin.ModelAdmin):
-    list_display = ("name", "project", "principal_id", "client_id", "created_by", "created_at")
+class ManagedIdentityAdmin(ManagedInTheStudio):
+    list_display = ("name", "project", "principal_id", "client_id", "created_by", "created_at", "studio")
     list_filter = ("project",)
     search_fields = ("name", "principal_id", "client_id", "project__name")
     list_select_related = ("project", "created_by")
-    readonly_fields = ("principal_id", "client_id", "created_by", "created_at")
-
-    def get_readonly_fields(self, request, obj=None):
-        # Endpoints and role assignments name the identity: it keeps its name and project once made.
-        return ("name", "project", *self.readonly_fields) if obj is not None else self.readonly_fields
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # endpoints may run as it and its role assignments must go with it: delete it in the studio
-
-    def save_model(self, request, obj: ManagedIdentity, form, change) -> None:
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-        if not change:
-            audit.record(
-                request.user,
-                "identity.create",
-                obj.name,
-                request=request,
-                project=obj.project_id,
-                principal_id=str(obj.principal_id),
-                kind="user-assigned",
-                via="admin",
-            )
-
-
-class RoleAssignmentForm(forms.ModelForm):
-    """Name the principal by its id; its kind and name are looked up in the project (an endpoint's
-    system-assigned identity or one of the project's user-assigned identities)."""
-
-    class Meta:
-        model = RoleAssignment
-        fields = ("project", "principal_id", "role", "scope")
-        help_texts = {
-            "principal_id": "The principal id of an endpoint's system-assigned identity or of a "
-            "user-assigned identity of the project."
-        }
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        project, principal_id = data.get("project"), data.get("principal_id")
-        if project is None or principal_id is None:
-            return data
-        identity = ManagedIdentity.objects.filter(project=project, principal_id=principal_id).first()
-        endpoint = (
-            apps.get_model("endpoints", "Endpoint").objects.filter(project=project, principal_id=principal_id).first()
-        )
-        if identity is not None:
-            self.instance.principal_type, self.instance.principal_name = PrincipalType.USER_ASSIGNED, identity.name
-        elif endpoint is not None:
-            self.instance.principal_type, self.instance.principal_name = PrincipalType.SYSTEM_ASSIGNED, endpoint.name
-        else:
-            self.add_error(
-                "principal_id", f"No endpoint or user-assigned identity of project '{project}' has this principal id."
-            )
-        return data
-
-
-def _assignment_detail(assignment: RoleAssignment) -> dict[str, Any]:
-    return {
-        "principal_id": str(assignment.principal_id),
-        "principal": assignment.principal_name,
-        "role": assignment.get_role_display(),
-        "scope": assignment.get_scope_display(),
-        "via": "admin",
-    }
 
 
 @admin.register(RoleAssignment)
-class RoleAssignmentAdmin(admin.ModelAdmin):
-    """Add and remove; never change (an assignment is a fact: remove it and add another)."""
-
-    form = RoleAssignmentForm
-    list_display = ("principal_name", "principal_type", "role", "scope", "project", "created_by", "created_at")
+class RoleAssignmentAdmin(ManagedInTheStudio):
+    list_display = (
+        "principal_name",
+        "principal_type",
+        "role",
+        "scope",
+        "project",
+        "created_by",
+        "created_at",
+        "studio",
+    )
     list_filter = ("role", "scope", "principal_type", "project")
     search_fields = ("principal_name", "principal_id", "project__name")
     list_select_related = ("project", "created_by")
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_fields(self, request, obj=None):
-        if obj is None:
-            return ("project", "principal_id", "role", "scope")
-        return (
-            "project",
-            "principal_name",
-            "principal_type",
-            "principal_id",
-            "role",
-            "scope",
-            "created_by",
-            "created_at",
-        )
-
-    def save_model(self, request, obj: RoleAssignment, form, change) -> None:
-        obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-        audit.record(
-            request.user,
-            "role_assignment.create",
-            str(obj),
-            request=request,
-            project=obj.project_id,
-            **_assignment_detail(obj),
-        )
-
-    def delete_model(self, request, obj: RoleAssignment) -> None:
-        detail, project_id, target = _assignment_detail(obj), obj.project_id, str(obj)
-        super().delete_model(request, obj)
-        audit.record(request.user, "role_assignment.delete", target, request=request, project=project_id, **detail)
-
-    def delete_queryset(self, request, queryset) -> None:
-        for assignment in queryset.select_related("project"):
-            self.delete_model(request, assignment)
 
 
 @admin.register(EntraAccount)

@@ -1,7 +1,7 @@
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
-from workspace import access, projects
+from workspace import access, audit_views, projects
 from workspace.models import Notification
 
 BELL_SIZE = 10
@@ -11,7 +11,8 @@ def notifications(request: HttpRequest) -> dict:
     """`notifications` (latest 10), `unread_notifications` (count) and `notifications_running` for the bell.
 
     All are lazy: a page that does not show the bell runs no query; one that does runs three.
-    Also the top bar's project switcher: `current_project` and `switchable_projects` (the projects the user sees).
+    Also the top bar's project switcher: `current_project` and `switchable_projects` (the projects the user sees),
+    and `can_audit` for the Audit log link.
     """
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
@@ -21,6 +22,7 @@ def notifications(request: HttpRequest) -> dict:
             "notifications_running": False,
             "current_project": None,
             "switchable_projects": [],
+            "can_audit": False,
         }
     mine = Notification.objects.filter(user=user)
     return {
@@ -31,4 +33,6 @@ def notifications(request: HttpRequest) -> dict:
         # The top bar's project switcher (shown when the user sees more than one project).
         "current_project": SimpleLazyObject(lambda: projects.current_project(request)),
         "switchable_projects": SimpleLazyObject(lambda: list(access.visible_projects(user).order_by("name"))),
+        # The Audit log link: for Owners (workspace/audit_views.py shows each the projects they own).
+        "can_audit": SimpleLazyObject(lambda: user.is_superuser or bool(audit_views.owned_projects(user))),
     }

@@ -117,7 +117,7 @@ def create_endpoint(
             if problem:
                 raise ValidationError({"name": problem})
             endpoint.save()
-            audit.record(_user(user), "endpoint.create", name, auth_type=auth_type)
+            audit.record(_user(user), "endpoint.create", name, project=project, auth_type=auth_type)
             identities.grant_on_creation(endpoint, user)
     except IntegrityError:
         raise ValidationError({"name": f"Endpoint name {name} is already taken."}) from None
@@ -146,7 +146,7 @@ def update_endpoint(endpoint: Endpoint, *, tags: dict | None = None, description
     if description is not None:
         endpoint.description = description
     endpoint.save(update_fields=["tags", "description", "updated_at"])
-    audit.record(_user(user), "endpoint.update", endpoint.name)
+    audit.record(_user(user), "endpoint.update", endpoint.name, project=endpoint.project_id)
     return endpoint
 
 
@@ -218,7 +218,12 @@ def set_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any = None, us
     endpoint.traffic, endpoint.mirror_traffic = clean_traffic(endpoint, traffic, mirror_traffic)
     endpoint.save(update_fields=["traffic", "mirror_traffic", "updated_at"])
     audit.record(
-        _user(user), "endpoint.traffic", endpoint.name, traffic=endpoint.traffic, mirror=endpoint.mirror_traffic
+        _user(user),
+        "endpoint.traffic",
+        endpoint.name,
+        project=endpoint.project_id,
+        traffic=endpoint.traffic,
+        mirror=endpoint.mirror_traffic,
     )
     publishing.publish(endpoint)
     return endpoint
@@ -242,7 +247,7 @@ def regenerate_key(endpoint: Endpoint, which: str, user=None) -> Endpoint:
         keys[which] = auth.new_key()
         locked.set_keys(keys)
         locked.save(update_fields=["keys_encrypted", "updated_at"])
-        audit.record(_user(user), "endpoint.regenerate_key", endpoint.name, key=which)
+        audit.record(_user(user), "endpoint.regenerate_key", endpoint.name, project=endpoint.project_id, key=which)
     publishing.publish(locked)  # the old key stops working as soon as the gateway applies this
     if _user(user):
         notifications.notify(
@@ -289,7 +294,7 @@ def delete_endpoint(endpoint: Endpoint, user=None) -> None:
         Endpoint.objects.filter(pk=endpoint.pk).update(deleting=True, deletion_notification_id=notice)
         # heartbeat_at: when the deletion was asked for, so the reconciler can resume one whose task was lost.
         endpoint.deployments.update(state=DeploymentState.DELETING, phase=Phase.DELETING, heartbeat_at=timezone.now())
-        audit.record(_user(user), "endpoint.delete", endpoint.name)
+        audit.record(_user(user), "endpoint.delete", endpoint.name, project=endpoint.project_id)
         transaction.on_commit(lambda: tasks.delete_endpoint.delay(endpoint.pk, notice))
 
 
@@ -472,7 +477,13 @@ def create_or_update_deployment(
                 raise ValidationError({"name": f"Deployment {name} was just created by someone else."}) from None
             action = "created"
         deployment.event(f"Deployment {action} with flow {flow_version}; provisioning is queued.")
-        audit.record(_user(user), f"deployment.{action}", str(deployment), flow=str(flow_version))
+        audit.record(
+            _user(user),
+            f"deployment.{action}",
+            str(deployment),
+            project=endpoint.project_id,
+            flow=str(flow_version),
+        )
         transaction.on_commit(lambda: _dispatch_provisioning(deployment, tasks))
     return deployment
 
@@ -523,5 +534,5 @@ def delete_deployment(deployment: Deployment, user=None) -> None:
         traffic = {k: v for k, v in locked.traffic.items() if k != deployment.name}
         mirror = {k: v for k, v in locked.mirror_traffic.items() if k != deployment.name}
         Endpoint.objects.filter(pk=endpoint.pk).update(traffic=traffic, mirror_traffic=mirror)
-        audit.record(_user(user), "deployment.delete", str(deployment))
+        audit.record(_user(user), "deployment.delete", str(deployment), project=deployment.endpoint.project_id)
         transaction.on_commit(lambda: tasks.delete_deployment.delay(deployment.pk, notice))

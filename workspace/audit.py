@@ -7,6 +7,8 @@ module is imported; workspace/admin.py imports it, so it always is once Django h
 import ipaddress
 import json
 import logging
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +28,10 @@ SIGN_IN = "user.sign_in"
 SIGN_IN_FAILED = "user.sign_in_failed"
 SIGN_OUT = "user.sign_out"
 SIGN_IN_ACTIONS = (SIGN_IN, SIGN_IN_FAILED, SIGN_OUT)
+
+# The address of the request being handled (SourceAddressMiddleware), so that services deep below a view or an
+# API call record where a change came from without being handed the request.
+_source: ContextVar[str | None] = ContextVar("audit_source", default=None)
 
 
 def _plain(detail: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +80,8 @@ def record(
     **detail: Any,
 ) -> None:
     """Write one audit event. `actor` may be a user, AnonymousUser or None (the system); `request` gives the
-    caller's address; `project` (a Project or its id) lets the project's Owners see the event."""
+    caller's address (by default the address of the request being handled, if any); `project` (a Project or
+    its id) lets the project's Owners see the event."""
     user = actor if getattr(actor, "is_authenticated", False) else None
     project_id = project.pk if isinstance(project, Project) else project
     AuditEvent.objects.create(
@@ -83,7 +90,7 @@ def record(
         target=str(target)[:300],
         detail=_plain(detail),
         project_id=project_id,
-        source=source_address(request) if request is not None else None,
+        source=source_address(request) if request is not None else _source.get(),
     )
     logger.debug("audit %s %s by %s", action, target, user.get_username() if user else "system")
 
@@ -104,3 +111,17 @@ def _sign_in_failed(sender: Any, credentials: dict, request: HttpRequest | None 
 def _signed_out(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     if user is not None:
         record(user, SIGN_OUT, user.get_username(), request=request)
+
+
+class SourceAddressMiddleware:
+    """Keeps the caller's address for record() while a request is handled (pages and the API alike)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        token = _source.set(source_address(request))
+        try:
+            return self.get_response(request)
+        finally:
+            _source.reset(token)

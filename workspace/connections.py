@@ -211,6 +211,7 @@ def save_connection(
                 actor,
                 "connection.update",
                 existing.name,
+                project=existing.project_id,
                 type=existing.type,
                 changed_configs=changed,
                 replaced_secrets=replaced,
@@ -247,9 +248,9 @@ def save_connection(
 def delete_connection(connection: Connection, *, actor: Any = None) -> None:
     """Delete a connection and record who did it."""
     actor = actor if getattr(actor, "is_authenticated", False) else None
-    name, connection_type = connection.name, connection.type
+    name, connection_type, project = connection.name, connection.type, connection.project_id
     connection.delete()
-    audit.record(actor, "connection.delete", name, type=connection_type)
+    audit.record(actor, "connection.delete", name, project=project, type=connection_type)
     logger.info("Connection %s deleted", name)
 
 

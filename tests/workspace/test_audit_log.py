@@ -202,3 +202,31 @@ def test_it_links_the_page_for_owners_only(client, owner, reader):
     assert client.get(reverse("workspace:connections")).content.decode().count(f'href="{url}"') == 1
     client.force_login(reader)
     assert f'href="{url}"' not in client.get(reverse("workspace:connections")).content.decode()
+
+
+def test_it_records_where_a_change_made_through_the_api_came_from_and_its_project(
+    client, owner, projects, redis_url, django_capture_on_commit_callbacks
+):
+    """Services below the API record the caller's address and the object's project, so the project's Owners
+    find the event on their audit page."""
+    from api.models import PersonalAccessToken
+    from endpoints import services
+    from endpoints.models import Endpoint
+
+    with django_capture_on_commit_callbacks(execute=False):
+        endpoint = services.create_endpoint("ep-audited", project=projects[0])
+    token = PersonalAccessToken.issue(owner)[1]
+    response = client.post(
+        f"/api/v1/online-endpoints/{endpoint.name}/regenerate-keys",
+        {"key_type": "secondary"},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+        REMOTE_ADDR="203.0.113.7",
+    )
+    assert response.status_code == 200, response.content
+    event = AuditEvent.objects.get(action="endpoint.regenerate_key")
+    assert (event.actor, event.project, event.source) == (owner, projects[0], "203.0.113.7")
+    assert Endpoint.objects.filter(name="ep-audited").exists()
+    client.force_login(owner)
+    page = client.get(reverse("workspace:audit"), {"action": "endpoint.regenerate_key"}).content.decode()
+    assert "ep-audited" in page and "203.0.113.7" in page

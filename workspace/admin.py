@@ -22,6 +22,19 @@ from workspace.models import (
 )
 
 
+class ReadOnly:
+    """For admins (and inlines) that show what the studio changes: no add, change or delete here."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
     """Read-only view of connections; they are created and edited in the studio, where values are checked."""
@@ -71,7 +84,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("created_at", "actor", "action", "target", "project", "source")
     list_filter = ("action", "project", "created_at")
     search_fields = ("action", "target", "actor__username", "source")
@@ -79,29 +92,11 @@ class AuditEventAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = ("created_at", "actor", "action", "target", "project", "source", "detail")
 
-    def has_add_permission(self, request) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ManagedInTheStudio(admin.ModelAdmin):
+class ManagedInTheStudio(ReadOnly, admin.ModelAdmin):
     """Who may do what is changed on the project's Access control (IAM) page, where the rules are kept (the last
     Owner stays, a grant names an existing principal) and every change is audited (workspace/members.py,
     workspace/identities.py). Here it is read-only, with a link there."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="Manage")
     def studio(self, obj: Any) -> str:
@@ -110,20 +105,11 @@ class ManagedInTheStudio(admin.ModelAdmin):
         return format_html('<a href="{}">Access control (IAM) of {}</a>', url, project.name)
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(ReadOnly, admin.TabularInline):
     model = Membership
     fields = ("user", "role", "created_at")
     readonly_fields = fields
     extra = 0
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Project)

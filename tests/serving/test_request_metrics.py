@@ -122,6 +122,7 @@ def test_it_requires_the_metrics_token_when_one_is_set(start_gateway):
 def test_it_keeps_records_while_redis_is_away_and_ships_them_later(gateway_redis):
     """Records that Redis did not take are shipped by the next try; past the bound the oldest are dropped."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     import redis.asyncio
     import redis.exceptions
@@ -134,17 +135,22 @@ def test_it_keeps_records_while_redis_is_away_and_ships_them_later(gateway_redis
         metrics.observe(meter)
     assert metrics.dropped == 2
 
-    async def ship(url: str) -> int:
+    async def ship_to(url: str) -> int:
         client = redis.asyncio.Redis.from_url(url)
         try:
             return await metrics.ship(client)
         finally:
             await client.aclose()
 
+    def ship(url: str) -> int:
+        # In a thread of its own: a browser test earlier in the session leaves Playwright's loop in this one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, ship_to(url)).result()
+
     with pytest.raises(redis.exceptions.ConnectionError):
-        asyncio.run(ship("redis://127.0.0.1:1/0"))
+        ship("redis://127.0.0.1:1/0")
     assert len(metrics._unsent) == 3
     url = gateway_redis.connection_pool.connection_kwargs
-    assert asyncio.run(ship(f"redis://{url['host']}:{url['port']}/{url['db']}")) == 3
+    assert ship(f"redis://{url['host']}:{url['port']}/{url['db']}") == 3
     records = shipped(gateway_redis, "unit-ep-keep")
     assert [record["request_id"] for record in records] == ["r0", "r1", "r2"]

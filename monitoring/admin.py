@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from monitoring.models import DataCollectionPolicy
+from monitoring.models import DataCollectionPolicy, InstanceSample, RequestRecord, Span
 
 
 @admin.register(DataCollectionPolicy)
@@ -36,3 +36,37 @@ class DataCollectionPolicyAdmin(admin.ModelAdmin):
 
         super().delete_queryset(request, queryset)
         services.publish_policy_on_commit()
+
+
+class Measured(admin.ModelAdmin):
+    """What the gateway, the instances and the reconciler measured: read-only, removed by retention."""
+
+    date_hierarchy = "time"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RequestRecord)
+class RequestRecordAdmin(Measured):
+    list_display = ("time", "endpoint_name", "deployment_name", "status", "total_ms", "model_ms", "request_id")
+    list_filter = ("status", "throttled", "timed_out", "streamed", "endpoint_name")
+    search_fields = ("request_id", "endpoint_name", "deployment_name")
+
+
+@admin.register(InstanceSample)
+class InstanceSampleAdmin(Measured):
+    list_display = ("time", "endpoint_name", "deployment_name", "instance_name", "cpu_seconds", "memory_bytes")
+    list_filter = ("endpoint_name",)
+    search_fields = ("endpoint_name", "deployment_name", "instance_name")
+
+
+@admin.register(Span)
+class SpanAdmin(Measured):
+    list_display = ("start", "name", "kind", "duration_ms", "status", "endpoint_name", "deployment_name", "trace_id")
+    list_filter = ("status", "kind", "endpoint_name")
+    search_fields = ("trace_id", "span_id", "name", "endpoint_name", "deployment_name")
+    date_hierarchy = "start"

@@ -289,6 +289,7 @@ class DeploymentForm(StepForm):
         label="Max concurrent requests per instance",
         initial=services.DEPLOYMENT_DEFAULTS["max_concurrent_requests_per_instance"],
     )
+    app_insights_enabled = forms.BooleanField(label="Application Insights diagnostics", required=False)
 
     def clean(self):
         data = super().clean()

@@ -28,6 +28,7 @@ FIELD_STEPS = {
     "user_assigned_identity": "endpoint",
     "tags": "deployment",
     "request_timeout_ms": "deployment",
+    "app_insights_enabled": "deployment",
     "max_concurrent_requests_per_instance": "deployment",
     "environment_variables": "deployment",
     "selected_outputs": "outputs",
@@ -114,6 +115,7 @@ def _create_rows(draft: DeploymentDraft, user) -> Deployment:
         tags=deployment_settings["tags"],
         request_timeout_ms=deployment_settings["request_timeout_ms"],
         max_concurrent_requests_per_instance=deployment_settings["max_concurrent_requests_per_instance"],
+        app_insights_enabled=deployment_settings["app_insights_enabled"],
         selected_outputs=outputs.cleaned_data["selected_outputs"],
         connection_overrides=outputs.overrides(),
     )

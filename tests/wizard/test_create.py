@@ -80,9 +80,11 @@ def test_it_creates_with_the_advanced_settings(deployer_client, draft, django_ca
             "tags": "b=2",
             "request_timeout_ms": "5000",
             "max_concurrent_requests_per_instance": "3",
+            "app_insights_enabled": "on",
         },
     )
     deployer_client.post(draft.step_url("outputs"), {"selected_outputs": ["category"]})
+    assert 'id="review-app-insights">Enabled' in deployer_client.get(draft.step_url("review")).content.decode()
     with django_capture_on_commit_callbacks(execute=False):
         deployer_client.post(draft.step_url("review"))
     endpoint = Endpoint.objects.get()
@@ -96,14 +98,16 @@ def test_it_creates_with_the_advanced_settings(deployer_client, draft, django_ca
     deployment = Deployment.objects.get()
     assert deployment.tags == {"b": "2"}
     assert (deployment.request_timeout_ms, deployment.max_concurrent_requests_per_instance) == (5000, 3)
+    assert deployment.app_insights_enabled is True  # instances export their spans (tests/monitoring/test_tracing.py)
     assert deployment.selected_outputs == ["category"]
 
 
-def test_it_leaves_out_application_insights_until_tracing_is_real(deployer_client, draft):
-    """A switch that does nothing is not shown: tracing comes with the monitoring issue."""
+def test_it_offers_application_insights_diagnostics_off_by_default(deployer_client, draft):
+    """Tracing costs a few milliseconds a request (docs/performance.md): off unless asked for."""
     _basic(deployer_client, draft)
     page = deployer_client.get(draft.step_url("deployment")).content.decode()
-    assert "Application Insights" not in page
+    assert "Application Insights diagnostics" in page
+    assert 'name="app_insights_enabled"' in page and "checked" not in page.split('name="app_insights_enabled"')[1][:40]
 
 
 def test_it_saves_the_data_collection_policy_with_the_deployment(

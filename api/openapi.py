@@ -37,7 +37,7 @@ NEEDS: dict[str, Action | None] = {
     "showOnlineDeployment": Action.VIEW,
     "createOrUpdateOnlineDeployment": Action.DEPLOY,
     "deleteOnlineDeployment": Action.DELETE,
-    "getLogs": Action.DEPLOY,
+    "getLogs": Action.READ_DATA,
 }
 NOTES = {
     Action.VIEW: "Lists hold only the objects of your projects.",

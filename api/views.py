@@ -542,8 +542,8 @@ def _check_override_targets(request, overrides) -> None:
 def deployment_logs(request, endpoint: str, name: str):
     """An instance's log tail (like `az ml online-deployment get-logs`), or the deployment's events.
 
-    Needs DEPLOY (Contributor), as Azure's getLogs action is not in its Reader role: logs can hold inputs."""
-    deployment = _deployment(request, endpoint, name, Action.DEPLOY)
+    Needs READ_DATA (Contributor), as Azure's getLogs action is not in its Reader role: logs can hold inputs."""
+    deployment = _deployment(request, endpoint, name, Action.READ_DATA)
     lines = _int_param(request, "lines", 100, 1, MAX_LOG_LINES)
     container = request.GET.get("container") or "inference-server"
     if container not in LOG_CONTAINERS:

@@ -26,7 +26,8 @@ DEFAULT_RANGE = timedelta(hours=24)
 MINUTE = timedelta(minutes=1)
 
 
-# Access: workspace/access.py, on the project of the asset's endpoint. Members look at collected data (Reader);
+# Access: workspace/access.py, on the project of the asset's endpoint. Members see that a data asset exists, its
+# size and policy (Reader); its records and files are what requests carried (Contributor, Action.READ_DATA);
 # changing how a deployment collects is a change to the deployment (Contributor). Data left by an endpoint that
 # is gone belongs to no project any more: only superusers see it.
 
@@ -87,12 +88,13 @@ def _render_detail(request, asset: services.DataAsset, policy_form: PolicyForm, 
         "filters": filters,
         "policy_form": policy_form,
         "can_change_policy": _can(request.user, Action.DEPLOY, asset),
+        "can_read_data": _can(request.user, Action.READ_DATA, asset),
         "losses": services.losses(asset.endpoint, asset.deployment),
         "page_url": reverse("monitoring:asset", args=[asset.endpoint, asset.deployment]),
     }
     size, files = asset.usage()
     context.update({"size": size, "file_count": files})
-    if filters.is_valid():
+    if filters.is_valid() and context["can_read_data"]:
         start, end, request_id = _range(filters)
         before = _before(request.GET.get("before", ""))
         page = collected.records(asset.folder, start, min(end, before) if before else end, request_id, PAGE_SIZE)
@@ -170,7 +172,7 @@ def policy(request, endpoint: str, deployment: str):
 @require_GET
 def download(request, endpoint: str, deployment: str):
     """A zip of one hour (?hour=2026-12-01T10) or of the hours of a range (?start=...&end=..., as the filters)."""
-    asset = _get_asset(request, endpoint, deployment)
+    asset = _get_asset(request, endpoint, deployment, Action.READ_DATA)
     hour = request.GET.get("hour", "").strip()
     if hour:
         try:
@@ -199,7 +201,7 @@ def download(request, endpoint: str, deployment: str):
 @require_GET
 def download_file(request, endpoint: str, deployment: str, relative: str):
     """One JSONL file, named by its path in the deployment's folder (model_inputs/YYYY/MM/DD/HH/<gateway>.jsonl)."""
-    asset = _get_asset(request, endpoint, deployment)
+    asset = _get_asset(request, endpoint, deployment, Action.READ_DATA)
     path = collected.file_path(asset.folder, relative)
     if path is None:
         raise Http404(f"No collected file {relative!r}.")

@@ -1,7 +1,8 @@
 """Who may do what: the one access rule that every page, API call and CLI command goes through.
 
 A person's rights come from their role in the project that owns the object (Membership): Reader looks and
-tests through the studio, Contributor also deploys, changes and deletes and sees keys and connection secrets,
+tests through the studio, Contributor also deploys, changes and deletes, sees keys and connection secrets and
+reads what requests carried (instance logs, collected data, traces' inputs and outputs),
 Owner also manages access (members, role assignments, the audit log). A superuser (the site administrator)
 is Owner of every project. Reading files from the server's own disk (a folder import) is for superusers only.
 
@@ -26,6 +27,7 @@ class Action(StrEnum):
     DEPLOY = "deploy"
     DELETE = "delete"
     READ_KEYS = "read_keys"
+    READ_DATA = "read_data"
     MANAGE_ACCESS = "manage_access"
     IMPORT_FOLDER = "import_folder"
 
@@ -38,6 +40,9 @@ MINIMUM_ROLE = {
     Action.DEPLOY: ProjectRole.CONTRIBUTOR,
     Action.DELETE: ProjectRole.CONTRIBUTOR,
     Action.READ_KEYS: ProjectRole.CONTRIBUTOR,
+    # What requests carried (instance logs, collected inputs and outputs, trace inputs and outputs): as in Azure,
+    # whose Reader role can neither get an online deployment's logs nor read the blobs data is collected to.
+    Action.READ_DATA: ProjectRole.CONTRIBUTOR,
     Action.MANAGE_ACCESS: ProjectRole.OWNER,
     Action.IMPORT_FOLDER: ProjectRole.CONTRIBUTOR,
 }
@@ -48,6 +53,7 @@ DOING = {
     Action.DEPLOY: "creating or changing things",
     Action.DELETE: "deleting",
     Action.READ_KEYS: "seeing keys and connection secrets",
+    Action.READ_DATA: "reading what requests carried (instance logs, collected data, trace inputs and outputs)",
     Action.MANAGE_ACCESS: "managing access",
     Action.IMPORT_FOLDER: "importing a folder from the server",
 }

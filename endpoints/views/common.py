@@ -59,4 +59,5 @@ def page_context(request: HttpRequest, deployment: Deployment, tab: str) -> dict
         "can_delete_deployment": access.can(request.user, Action.DELETE, endpoint),
         "can_delete_endpoint": access.can(request.user, Action.DELETE, endpoint),
         "can_read_keys": access.can(request.user, Action.READ_KEYS, endpoint),
+        "can_read_data": access.can(request.user, Action.READ_DATA, endpoint),
     }

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 from endpoints import logs as instance_logs
 from endpoints.models import Deployment, Instance
 from endpoints.views.common import get_polled_deployment, page_context
+from workspace.access import Action
 
 FOLLOW_EVERY = "2s"
 
@@ -22,7 +23,7 @@ FOLLOW_EVERY = "2s"
 @login_required
 @require_GET
 def logs(request, endpoint: str, name: str):
-    deployment = get_polled_deployment(request, endpoint, name)  # Reader and up: the logs are part of looking
+    deployment = get_polled_deployment(request, endpoint, name, Action.READ_DATA)  # a log can hold inputs
     if isinstance(deployment, HttpResponse):
         return deployment
     instances = instance_logs.readable_instances(deployment)

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET
 from endpoints.views.common import get_deployment, page_context
 from monitoring import charts, tracing
 from monitoring.models import RequestRecord, Span
+from workspace.access import Action
 
 TEMPLATE = "endpoints/deployment_monitoring.html"
 TRACE_TEMPLATE = "endpoints/deployment_trace.html"
@@ -127,8 +128,8 @@ def _requests_page(endpoint: str, deployment: str, chosen: charts.Range, now: da
 @require_GET
 def trace(request, endpoint: str, name: str, trace_id: str):
     """One trace of the deployment as a waterfall: the flow span, its node spans and the calls under them, each
-    with its inputs and outputs."""
-    deployment = get_deployment(request, endpoint, name)
+    with its inputs and outputs (Contributors: what requests carried)."""
+    deployment = get_deployment(request, endpoint, name, Action.READ_DATA)
     spans = list(
         Span.objects.filter(endpoint_name=deployment.endpoint.name, deployment_name=deployment.name, trace_id=trace_id)
     )
@@ -158,7 +159,7 @@ def trace(request, endpoint: str, name: str, trace_id: str):
 @require_GET
 def request_trace(request, endpoint: str, name: str):
     """The trace of a request id (the Test tab links each answer here): to the waterfall once its spans arrived."""
-    deployment = get_deployment(request, endpoint, name)
+    deployment = get_deployment(request, endpoint, name, Action.READ_DATA)
     request_id = request.GET.get("request_id", "")[:128]
     found = (
         Span.objects.filter(

@@ -77,7 +77,7 @@ MATRIX = {
     ("online_deployment", "GET"): (Action.VIEW, BLUE, None, 200),
     ("online_deployment", "PUT"): (Action.DEPLOY, BLUE, {"instance_count": 2}, 200),
     ("online_deployment", "DELETE"): (Action.DELETE, BLUE, None, 202),
-    ("deployment_logs", "GET"): (Action.DEPLOY, BLUE + "/logs", None, 200),
+    ("deployment_logs", "GET"): (Action.READ_DATA, BLUE + "/logs", None, 200),
 }
 READER_MAY = {Action.VIEW, Action.TEST}
 LISTS = {("connections", "GET"), ("flows", "GET"), ("online_endpoints", "GET")}

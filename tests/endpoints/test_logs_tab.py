@@ -66,8 +66,8 @@ def instances(deployment):
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    """A signed-in Reader of the default project: looks, changes nothing."""
-    user = member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "reader")
+    """A signed-in Contributor of the default project: instance logs can hold inputs (Action.READ_DATA)."""
+    user = member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "contributor")
     client.force_login(user)
     return client
 
@@ -213,6 +213,16 @@ def test_it_requires_a_role_in_the_project(client, django_user_model, instances)
     response = client.get(LOGS)
     assert response.status_code == 404  # no member: the deployment's name does not leak either
     assert "new-1 line" not in response.content.decode()
+
+
+def test_it_keeps_logs_from_readers_and_hides_the_tab(client, django_user_model, instances):
+    """A log can hold a flow's inputs: Readers get the rule's message, and no Logs tab on the other tabs."""
+    client.force_login(member(django_user_model.objects.create_user("rita", password="rita-pass-1"), "reader"))
+    response = client.get(LOGS)
+    assert response.status_code == 403
+    assert "reading what requests carried" in response.content.decode()
+    details = client.get(LOGS.replace("/logs/", "/")).content.decode()
+    assert LOGS not in details and "/consume/" in details
 
 
 def test_it_lets_owners_read_the_logs(client, django_user_model, instances):

@@ -83,8 +83,9 @@ def deployment_row(db):
 
 @pytest.fixture
 def signed_in(browser, live_server, django_user_model) -> Iterator:
-    """A page signed in, through the sign-in form, as a Reader of the default project: no rights beyond looking."""
-    member(django_user_model.objects.create_user("data-viewer", password=PASSWORD), "reader")
+    """A page signed in, through the sign-in form, as a Contributor of the default project: collected records
+    and traces are what requests carried (Action.READ_DATA)."""
+    member(django_user_model.objects.create_user("data-viewer", password=PASSWORD), "contributor")
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     context.set_default_timeout(30_000)
     page = context.new_page()

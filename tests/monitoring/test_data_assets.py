@@ -22,8 +22,9 @@ PAGE = "/data-assets/ep-data/blue/"
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    """A Reader of the default project."""
-    client.force_login(member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "reader"))
+    """A Contributor of the default project: records and files are what requests carried (Action.READ_DATA)."""
+    user = member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "contributor")
+    client.force_login(user)
     return client
 
 
@@ -251,7 +252,16 @@ def test_it_refuses_bad_settings_naming_the_field(changer, recent):
     assert not DataCollectionPolicy.objects.exists()
 
 
-def test_it_lets_only_those_who_may_change_deployments_change_the_settings(viewer, recent):
-    assert 'id="policy-form"' not in viewer.get(PAGE).content.decode()
-    assert viewer.post(f"{PAGE}policy/", {"sampling_percent": "50", "retention_days": "3"}).status_code == 403
+def test_it_lets_only_those_who_may_change_deployments_change_the_settings(client, django_user_model, recent):
+    client.force_login(member(django_user_model.objects.create_user("rita", password="rita-pass-1"), "reader"))
+    assert 'id="policy-form"' not in client.get(PAGE).content.decode()
+    assert client.post(f"{PAGE}policy/", {"sampling_percent": "50", "retention_days": "3"}).status_code == 403
     assert not DataCollectionPolicy.objects.exists()
+
+
+def test_it_shows_readers_the_asset_but_not_what_requests_carried(client, django_user_model, recent):
+    client.force_login(member(django_user_model.objects.create_user("rita", password="rita-pass-1"), "reader"))
+    html = client.get(PAGE).content.decode()
+    assert 'id="records-for-contributors"' in html and "req-a" not in html
+    hour = timezone.now().strftime("%Y-%m-%dT%H")
+    assert client.get(f"{PAGE}download/", {"hour": hour}).status_code == 403

@@ -18,7 +18,9 @@ TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    client.force_login(member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "reader"))
+    """A Contributor: a trace holds the inputs and outputs of its request (Action.READ_DATA)."""
+    user = member(django_user_model.objects.create_user("viewer", password="viewer-pass-1"), "contributor")
+    client.force_login(user)
     return client
 
 
@@ -142,3 +144,11 @@ def test_it_charts_each_nodes_latency_from_the_traces(viewer, traced):
     [chat] = json.loads(found.group(1))["series"]  # the LLM call under the node is not a node
     assert chat["label"] == "chat"
     assert [v for v in chat["values"] if v is not None] == [70.0]
+
+
+def test_it_keeps_traces_from_readers(client, django_user_model, traced):
+    """Readers see the Monitoring tab's charts and requests, not what the requests carried."""
+    client.force_login(member(django_user_model.objects.create_user("rita", password="rita-pass-1"), "reader"))
+    assert client.get(f"/deployments/ep-data/blue/monitoring/traces/{TRACE}/").status_code == 403
+    tab = client.get("/deployments/ep-data/blue/monitoring/")
+    assert tab.status_code == 200 and "View trace" not in tab.content.decode()

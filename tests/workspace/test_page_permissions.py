@@ -21,6 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from endpoints import services as endpoint_services
 from endpoints.models import AuthType, Deployment, DeploymentState
 from flows.models import BulkRun, Flow, FlowSource, FlowVersion, TestRun
+from monitoring.models import Span
 from serving import collector
 from wizard.models import DeploymentDraft
 from workspace import notifications
@@ -165,11 +166,24 @@ MATRIX = {
         None,
         (LOGIN, OK, OK, OK, 404),
     ),
+    # What requests carried (instance logs, collected records and files, traces): Contributors (Action.READ_DATA)
     "deployments/<str:endpoint>/<str:name>/logs/": (
         "get",
         "/deployments/ep-one/blue/logs/",
         None,
-        (LOGIN, OK, OK, OK, 404),
+        (LOGIN, 403, OK, OK, 404),
+    ),
+    "deployments/<str:endpoint>/<str:name>/monitoring/traces/": (
+        "get",
+        "/deployments/ep-one/blue/monitoring/traces/?request_id=req-1",
+        None,
+        (LOGIN, 403, OK, OK, 404),
+    ),
+    "deployments/<str:endpoint>/<str:name>/monitoring/traces/<str:trace_id>/": (
+        "get",
+        "/deployments/ep-one/blue/monitoring/traces/{trace_id}/",
+        None,
+        (LOGIN, 403, OK, OK, 404),
     ),
     "endpoints/<str:endpoint>/": ("get", "/endpoints/ep-one/", None, (LOGIN, OK, OK, OK, 404)),
     "endpoints/<str:endpoint>/traffic/": (
@@ -250,7 +264,7 @@ MATRIX = {
     "notifications/bell/": ("get", "/notifications/bell/", None, (286, OK, OK, OK, OK)),
     "notifications/read-all/": ("post", "/notifications/read-all/", {}, (LOGIN, OK, OK, OK, OK)),
     "notifications/<int:pk>/": ("get", "/notifications/{notification}/", None, (LOGIN, 404, OK, 404, 404)),
-    # Data assets: members look and download; Contributors change how a deployment collects
+    # Data assets: members see them; Contributors read the records and files and change how a deployment collects
     "data-assets/": ("get", "/data-assets/", None, (LOGIN, OK, OK, OK, OK)),
     "data-assets/<str:endpoint>/<str:deployment>/": (
         "get",
@@ -268,13 +282,13 @@ MATRIX = {
         "get",
         "/data-assets/ep-one/blue/download/?hour=2026-01-01T00",
         None,
-        (LOGIN, OK, OK, OK, 404),
+        (LOGIN, 403, OK, OK, 404),
     ),
     "data-assets/<str:endpoint>/<str:deployment>/files/<path:relative>": (
         "get",
         "/data-assets/ep-one/blue/files/{data_file}",
         None,
-        (LOGIN, OK, OK, OK, 404),
+        (LOGIN, 403, OK, OK, 404),
     ),
 }
 
@@ -341,6 +355,16 @@ def world(db, settings, tmp_path, django_user_model, django_capture_on_commit_ca
     writer.write([collector.Record("ep-one", "blue", b"req-1", at, 200, b"{}", [b"{}"], b"application/json", False, 2)])
     folder = settings.FLOWDEPLOY_DATA_COLLECTION_DIR / "ep-one" / "blue"
     data_file = next(path for path in folder.rglob("*.jsonl") if "model_inputs" in path.parts)
+    Span.objects.create(
+        trace_id="0" * 31 + "1",
+        span_id="0" * 15 + "1",
+        name="flow",
+        start=datetime(2026, 1, 1, 0, 30, tzinfo=UTC),
+        duration_ms=5.0,
+        endpoint_name="ep-one",
+        deployment_name="blue",
+        request_id="req-1",
+    )
     identity = ManagedIdentity.objects.create(project=project, name="id-one")
     assignment = RoleAssignment.objects.create(
         project=project,
@@ -358,6 +382,7 @@ def world(db, settings, tmp_path, django_user_model, django_capture_on_commit_ca
         "notification": notifications.notify(users["contributor"], "Hello", link="/flows/").pk,
         "data_file": data_file.relative_to(folder).as_posix(),
         "assignment": assignment.pk,
+        "trace_id": "0" * 31 + "1",
         "reader_membership": users["reader"].memberships.get(project=project).pk,
     }
 

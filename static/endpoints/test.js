@@ -131,7 +131,18 @@ function setUpChat(form) {
       turn.answer.textContent = entry.answer || "";
       turn.answer.classList.remove("streaming", "waiting");
       turn.meta.textContent = entry.meta || "";
+      linkTrace(turn, entry.requestId);
     }
+  }
+
+  // With Application Insights diagnostics on, each answer links to its request's trace (the Monitoring tab).
+  function linkTrace(turn, requestId) {
+    if (!form.dataset.traceUrl || !requestId) return;
+    const link = document.createElement("a");
+    link.href = `${form.dataset.traceUrl}?request_id=${encodeURIComponent(requestId)}`;
+    link.textContent = "View trace";
+    link.className = "trace-link";
+    turn.meta.append(" · ", link);
   }
 
   form.addEventListener("submit", (event) => {
@@ -190,7 +201,8 @@ function setUpChat(form) {
           turn.answer.classList.remove("streaming", "waiting");
           turn.meta.textContent = describe(data);
           history.push(data.turn);
-          remember({ question, answer: data.answer, meta: turn.meta.textContent });
+          remember({ question, answer: data.answer, meta: turn.meta.textContent, requestId: data.request_id });
+          linkTrace(turn, data.request_id);
         } else if (event === "error") {
           finished = true;
           fail(turn, data.message, describe(data));

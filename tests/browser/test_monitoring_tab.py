@@ -119,3 +119,21 @@ def test_it_opens_a_traced_request_as_a_waterfall(signed_in, live_server, deploy
     expect(llm.locator(".span-output")).to_contain_text("you asked 'Show me the spans?'")
     # The local server counts the answer's words as completion tokens, and 20 in all.
     expect(llm).to_contain_text(re.compile(r"Prompt tokens 10 · completion tokens \d+ · total 20"))
+
+    # The Test tab's chat window links its answer to the trace of that request.
+    page.goto(f"{live_server.url}/deployments/ep-waterfall/blue/test/")
+    page.locator("#chat-input").fill("Trace this turn?")
+    page.locator("#chat-send").click()
+    link = page.locator("#chat-window .trace-link")
+    expect(link).to_have_count(1, timeout=60_000)
+
+    chat_request = link.get_attribute("href").split("request_id=", 1)[1]
+
+    def chat_spans() -> bool:
+        return Span.objects.filter(request_id=chat_request).count() >= 3
+
+    wait_for(chat_spans, timeout=20, interval=0.3, message="the chat turn's spans did not reach the studio")
+    link.click()
+    expect(page.get_by_role("heading", name=re.compile("^Trace"))).to_be_visible()
+    expect(page.locator("#waterfall > li")).to_have_count(3)
+    expect(page.locator("#waterfall")).to_contain_text("Trace this turn?")

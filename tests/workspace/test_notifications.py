@@ -92,6 +92,7 @@ def test_it_gives_anonymous_users_an_empty_bell(django_assert_num_queries):
         "notifications_running": False,
         "current_project": None,
         "switchable_projects": [],
+        "can_audit": False,
     }
 
 

@@ -326,7 +326,7 @@ def _probe(job: Job, instances: list[Instance], environment) -> None:
             if launcher.healthy(instance.url, timeout=0.5):
                 Instance.objects.filter(pk=key).update(state=InstanceState.READY, ready_at=timezone.now())
                 del pending[key]
-            elif not launcher.is_running(instance.pid, str(instance.id)):
+            elif not _still_running(instance):
                 tail = launcher.log_tail(instance.log_path, 15)
                 if PORT_TAKEN in tail and port_retries < 3:
                     # another process took the port between our check and gunicorn's bind
@@ -348,6 +348,15 @@ def _probe(job: Job, instances: list[Instance], environment) -> None:
             )
         job.check(every=CHECK_EVERY)
         time.sleep(0.1)
+
+
+def _still_running(instance: Instance, recheck_after: float = 0.5) -> bool:
+    """Is the starting instance's process alive? Asked twice before saying no: a process caught between
+    bubblewrap and the instance's exec can look gone for a moment, and a start must not fail on that."""
+    if launcher.is_running(instance.pid, str(instance.id)):
+        return True
+    time.sleep(recheck_after)
+    return launcher.is_running(instance.pid, str(instance.id))
 
 
 def _go_live(job: Job, instances: list[Instance]) -> None:

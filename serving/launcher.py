@@ -144,7 +144,9 @@ def is_running(pid: int | None, instance_id: str) -> bool:
             text = cmdline.read_bytes().decode(errors="replace")
         except OSError:
             return False
-        if instance_id not in text:
+        # An empty command line is a process between two programs (bubblewrap exec'ing the instance): not
+        # another process that took the pid, which would show its own. A zombie's is empty too: see its state.
+        if text and instance_id not in text:
             return False
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

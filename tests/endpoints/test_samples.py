@@ -20,6 +20,7 @@ import pytest
 from endpoints import samples, services
 from endpoints.models import AuthType, Deployment, Endpoint
 from flows.models import Flow, FlowVersion
+from workspace.models import Project
 
 ANSWER = {"category": "Movie", "evidence": "host www.youtube.com matches youtube.com", "location": "LA"}
 WEB_INPUTS = {
@@ -29,13 +30,17 @@ WEB_INPUTS = {
 TRICKY = 'He said "hi" \\o/\nthen left; it\'s 10 $HOME `id` {braces} é ☃ 🚀\ttab'
 
 
+# Rows in memory only: a project given, so its default (which reads the database) is never asked for.
+PROJECT = Project(name="default")
+
+
 def _version(inputs: dict, chat_history: str = "", chat_input: str = "") -> FlowVersion:
-    flow = Flow(name="web-classification-offline")
+    flow = Flow(name="web-classification-offline", project=PROJECT)
     return FlowVersion(flow=flow, version=3, inputs=inputs, chat_history=chat_history, chat_input=chat_input)
 
 
 def _samples(inputs: dict = WEB_INPUTS, auth_type=AuthType.KEY, **version) -> dict[str, samples.Sample]:
-    endpoint = Endpoint(name="ep-consume", auth_type=auth_type)
+    endpoint = Endpoint(name="ep-consume", auth_type=auth_type, project=PROJECT)
     rendered = samples.render_samples(endpoint, Deployment(name="blue", endpoint=endpoint), _version(inputs, **version))
     return {sample.language: sample for sample in rendered}
 

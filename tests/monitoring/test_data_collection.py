@@ -81,7 +81,8 @@ def test_it_collects_exactly_the_scored_requests_of_deployments_with_collection_
     assert not (root / "red").exists()
     assert green.data_collection
 
-    client.force_login(member(django_user_model.objects.create_user("data-viewer", password="viewer-pass-1"), "reader"))
+    viewer = django_user_model.objects.create_user("data-viewer", password="viewer-pass-1")
+    client.force_login(member(viewer, "contributor"))  # the records are what requests carried: Contributors
     html = client.get("/data-assets/ep-dc/blue/", {"request_id": "b-1"}).content.decode()
     assert '<tr data-request-id="b-1">' in html and '<tr data-request-id="b-0">' not in html
     assert "Paris" in html

@@ -42,8 +42,11 @@ def test_it_keeps_read_only_paths_read_only(tmp_path):
 
 @pytest.fixture
 def outside_tmp() -> Iterator[Path]:
-    """A folder outside /tmp (inside the sandbox, /tmp is a private tmpfs of its own)."""
+    """A folder outside /tmp (inside the sandbox, /tmp is a private tmpfs of its own), also when this checkout
+    itself is under /tmp."""
     root = Path(__file__).resolve().parents[2] / "var" / "test"
+    if root.is_relative_to("/tmp"):
+        root = Path.home() / ".cache" / "flowdeploy" / "test-sandbox"
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=root))
     yield folder

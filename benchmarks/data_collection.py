@@ -74,11 +74,7 @@ def collected_lines(folder: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the instance")
-    parser.add_argument("--requests", type=int, default=1000, help="requests at concurrency 1, per endpoint")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration at concurrency 8, per endpoint")
-    parser.add_argument("--rounds", type=int, default=4, help="alternate off and on this many times")
-    parser.add_argument("--redis-url", default=os.environ.get("GATEWAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"))
-    parser.add_argument("--runtime-dir", type=Path, default=Path.home() / ".cache" / "flowdeploy" / "runtime")
+    bench.add_load_arguments(parser, requests=1000, rounds=4, per="endpoint")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="collection-bench-"))

@@ -175,14 +175,20 @@ def measure(direct: tuple[str, dict], gateway: tuple[str, dict], args: argparse.
     return result
 
 
+def add_load_arguments(parser: argparse.ArgumentParser, requests: int, rounds: int, per: str) -> None:
+    """What every gateway benchmark takes (this one, data_collection.py, tracing.py): how much load, how many
+    alternating rounds, its own Redis and the flow runtime."""
+    parser.add_argument("--requests", type=int, default=requests, help=f"requests at concurrency 1, per {per}")
+    parser.add_argument("--seconds", type=float, default=10.0, help=f"duration at concurrency 8, per {per}")
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternate the two setups this many times")
+    parser.add_argument("--redis-url", default=os.environ.get("GATEWAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"))
+    parser.add_argument("--runtime-dir", type=Path, default=Path.home() / ".cache" / "flowdeploy" / "runtime")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--requests", type=int, default=500, help="requests at concurrency 1")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration at concurrency 8, per path")
-    parser.add_argument("--rounds", type=int, default=2, help="alternate direct and gateway this many times")
-    parser.add_argument("--redis-url", default=os.environ.get("GATEWAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"))
-    parser.add_argument("--runtime-dir", type=Path, default=Path.home() / ".cache" / "flowdeploy" / "runtime")
+    add_load_arguments(parser, requests=500, rounds=2, per="path")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))

@@ -111,11 +111,7 @@ def start_instance(runtime_dir: Path, flow_dir: Path, log: Path, extra: dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=500, help="requests at concurrency 1, per endpoint")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration at concurrency 8, per endpoint")
-    parser.add_argument("--rounds", type=int, default=4, help="alternate off and on this many times")
-    parser.add_argument("--redis-url", default=os.environ.get("GATEWAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"))
-    parser.add_argument("--runtime-dir", type=Path, default=Path.home() / ".cache" / "flowdeploy" / "runtime")
+    bench.add_load_arguments(parser, requests=500, rounds=4, per="endpoint")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tracing-bench-"))

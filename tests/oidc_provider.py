@@ -174,7 +174,7 @@ class OIDCProvider:
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
-                pass
+                """Quiet: what the provider did shows in the tests' own assertions, not on stderr."""
 
             def _json(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()

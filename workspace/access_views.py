@@ -7,6 +7,8 @@ Contributors create user-assigned identities (Action.DEPLOY) and delete unused o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -31,6 +33,18 @@ def _project(request: HttpRequest, name: str, action: Action = Action.VIEW) -> P
 
 def _errors(exc: ValidationError) -> list[str]:
     return [message for messages_ in exc.message_dict.values() for message in messages_]
+
+
+def _attempt(request: HttpRequest, change: Callable[[], Any], success: Callable[[Any], str]) -> None:
+    """Make a change through its service: its refusals (ValidationError, naming what is wrong) become error
+    messages, its result a success message."""
+    try:
+        result = change()
+    except ValidationError as exc:
+        for message in _errors(exc):
+            messages.error(request, message)
+    else:
+        messages.success(request, success(result))
 
 
 # --- role assignments and members ---------------------------------------------------------------
@@ -174,15 +188,13 @@ def member_add(request: HttpRequest, project: str) -> HttpResponse:
     project_obj = _project(request, project, Action.MANAGE_ACCESS)
     form = MemberAddForm(request.POST)
     if form.is_valid():
-        try:
-            membership = members.add_member(
+        _attempt(
+            request,
+            lambda: members.add_member(
                 project_obj, form.cleaned_data["username"], form.cleaned_data["role"], user=request.user
-            )
-        except ValidationError as exc:
-            for message in _errors(exc):
-                messages.error(request, message)
-        else:
-            messages.success(request, f"Added {membership.user} as {membership.get_role_display()}.")
+            ),
+            lambda membership: f"Added {membership.user} as {membership.get_role_display()}.",
+        )
     else:
         for field, errors in form.errors.items():
             messages.error(request, f"{form.fields[field].label}: {errors[0]}")
@@ -202,13 +214,11 @@ def member_role(request: HttpRequest, project: str, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Choose Owner, Contributor or Reader.")
         return redirect("workspace:access", project_obj.name)
-    try:
-        changed = members.change_role(membership, form.cleaned_data["role"], user=request.user)
-    except ValidationError as exc:
-        for message in _errors(exc):
-            messages.error(request, message)
-    else:
-        messages.success(request, f"{changed.user} is now {changed.get_role_display()}.")
+    _attempt(
+        request,
+        lambda: members.change_role(membership, form.cleaned_data["role"], user=request.user),
+        lambda changed: f"{changed.user} is now {changed.get_role_display()}.",
+    )
     return redirect("workspace:access", project_obj.name)
 
 
@@ -217,13 +227,11 @@ def member_role(request: HttpRequest, project: str, pk: int) -> HttpResponse:
 def member_remove(request: HttpRequest, project: str, pk: int) -> HttpResponse:
     project_obj = _project(request, project, Action.MANAGE_ACCESS)
     membership = _membership(project_obj, pk)
-    try:
-        members.remove_member(membership, user=request.user)
-    except ValidationError as exc:
-        for message in _errors(exc):
-            messages.error(request, message)
-    else:
-        messages.success(request, f"Removed {membership.user} from project {project_obj.name}.")
+    _attempt(
+        request,
+        lambda: members.remove_member(membership, user=request.user),
+        lambda _: f"Removed {membership.user} from project {project_obj.name}.",
+    )
     return redirect("workspace:access", project_obj.name)
 
 
@@ -279,11 +287,9 @@ def identities_page(request: HttpRequest, project: str) -> HttpResponse:
 def identity_delete(request: HttpRequest, project: str, name: str) -> HttpResponse:
     project_obj = _project(request, project, Action.DELETE)
     identity = get_object_or_404(ManagedIdentity, project=project_obj, name=name)
-    try:
-        identities.delete_identity(identity, user=request.user)
-    except ValidationError as exc:
-        for message in _errors(exc):
-            messages.error(request, message)
-    else:
-        messages.success(request, f"Deleted user-assigned identity {name} and its role assignments.")
+    _attempt(
+        request,
+        lambda: identities.delete_identity(identity, user=request.user),
+        lambda _: f"Deleted user-assigned identity {name} and its role assignments.",
+    )
     return redirect("workspace:identities", project_obj.name)

@@ -229,4 +229,8 @@ CELERY_BEAT_SCHEDULE = {
     "data-collection-retention": {"task": "monitoring.tasks.remove_expired_data", "schedule": 600.0},
     "data-collection-policy": {"task": "monitoring.tasks.publish_collection_policy", "schedule": 60.0},
     "retention": {"task": "endpoints.tasks.retain", "schedule": float(FLOWDEPLOY_RETENTION_INTERVAL)},
+    # Request metrics (docs/monitoring.md): the gateway's records into the studio, instances' CPU and memory.
+    "request-records-ingest": {"task": "monitoring.tasks.ingest_request_records", "schedule": 5.0},
+    "instance-samples": {"task": "monitoring.tasks.sample_instances", "schedule": 15.0},
+    "request-records-retention": {"task": "monitoring.tasks.remove_old_request_records", "schedule": 600.0},
 }

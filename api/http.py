@@ -155,11 +155,10 @@ def find(request: HttpRequest, action: Action, queryset: QuerySet, missing: str,
     Not in one of the user's projects (or not at all): 404 with `missing`, so other projects' names do not
     leak. In one of them but the role is too low: AccessDenied (403, saying which role is needed).
     """
-    found = access.visible(request.user, queryset).filter(**lookup).first()
-    if found is None:
-        raise not_found(missing)
-    access.require_on(request.user, action, found)
-    return found
+    try:
+        return access.fetch(request.user, action, queryset, **lookup)
+    except queryset.model.DoesNotExist:
+        raise not_found(missing) from None
 
 
 def forbidden(exc: AccessDenied) -> JsonResponse:

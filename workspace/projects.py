@@ -72,12 +72,10 @@ def fetch(request: HttpRequest, action: Action, queryset: QuerySet, project_fiel
     """The object for `lookup` if the user may do `action` on it: 404 when it is missing or in a project the
     user is no member of, 403 when the role is too low."""
     try:
-        obj = access.visible(request.user, queryset, project_field).get(**lookup)
+        return access.fetch(request.user, action, queryset, project_field, **lookup)
     except queryset.model.DoesNotExist:
         raise Http404(f"No {queryset.model._meta.verbose_name} matches.") from None
-    require_on(request, action, obj)
-    return obj
-
-
-def can(request: HttpRequest, action: Action, obj: Model) -> bool:
-    return access.can(request.user, action, obj)
+    except AccessDenied as exc:
+        if not exc.visible:
+            raise Http404(exc.message) from None
+        raise

@@ -50,6 +50,7 @@ class IdentityType(models.TextChoices):
 
 class Provider(models.TextChoices):
     LOCAL = "local", "This machine"
+    AZUREML = "azureml", "Azure Machine Learning"
 
 
 class Endpoint(models.Model):
@@ -71,6 +72,9 @@ class Endpoint(models.Model):
     traffic = models.JSONField(default=dict, blank=True)
     mirror_traffic = models.JSONField(default=dict, blank=True)
     provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.LOCAL)
+    # Where Azure ML answers this endpoint (provider azureml), as Azure reported it once the endpoint existed.
+    azure_scoring_uri = models.URLField(max_length=300, blank=True, editable=False)
+    azure_swagger_uri = models.URLField(max_length=300, blank=True, editable=False)
     keys_encrypted = models.TextField(blank=True, editable=False)
     routing_version = models.PositiveBigIntegerField(default=0)
     deleting = models.BooleanField(default=False)
@@ -159,6 +163,9 @@ class Deployment(models.Model):
     claimed_by = models.CharField(max_length=64, blank=True, editable=False)
     # The "Delete deployment" notification the deletion finishes, whoever runs it (a resumed deletion too).
     deletion_notification_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    # The "Prompt flow deployment" notification of the latest create, update or scale: the job shows its phases
+    # there, whoever asked (the wizard, the API, the CLI).
+    notification_id = models.BigIntegerField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -1,11 +1,13 @@
 """The provisioning state machine, run by Celery: Validating → BuildingEnvironment → RegisteringModel →
 CreatingDeployment → Probing → Succeeded, or Failed with a reason a user can act on.
 
-Every step is safe to run again: the job claims the deployment with a conditional update, reuses
-instances of its generation that are already running, and only then starts what is missing.
+The phases are the same for every provider; the endpoint's provider (endpoints/providers/) does the work of
+each one: the local provider starts instance processes, the Azure ML provider creates managed online
+deployments. Every step is safe to run again: the job claims the deployment with a conditional update, and
+the provider reuses what a previous run of the same generation already made.
 
 Every state write is conditional on the claim (Deployment.claimed_by): a provisioning job, a deletion and
-the stale-job reaper never start or stop a deployment's processes at the same time, and none of them
+the stale-job reaper never start or stop a deployment's capacity at the same time, and none of them
 overwrites another's final state. The job checks between phases, at each heartbeat and before going live;
 when the deployment is being deleted it stops what it started and hands over to the deletion, which waits
 for it. docs/reliability.md describes the protocol.
@@ -13,130 +15,45 @@ for it. docs/reliability.md describes the protocol.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
-from typing import Any
 
-from django.conf import settings
-from django.db import connections, transaction
-from django.db.models import Q, QuerySet
+from django.db import transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from config import local_services
-from endpoints import capacity, publishing
 from endpoints import models as endpoint_models
-from endpoints.connections import connection_problems, provider_url
-from endpoints.environment_variables import environment_variable_problems, name_problem
+from endpoints.connections import connection_problems
+from endpoints.environment_variables import environment_variable_problems
+from endpoints.jobs import Cancelled, Job, ProvisioningFailed
 from endpoints.models import (
     DELETION,
     JOB_STATES,
-    LIVE_INSTANCE_STATES,
     PROVISIONING,
     REAPER,
     Deployment,
     DeploymentState,
     Endpoint,
-    Instance,
-    InstanceState,
     Phase,
 )
-from flows.execution import EnvironmentBuildError, flow_environment, writable_copy
-from serving import launcher
+from endpoints.providers import provider_for
+from endpoints.providers.local import instances as local_instances
 from workspace import identities, notifications
 from workspace.models import Notification
 
+__all__ = ["Cancelled", "Job", "ProvisioningFailed", "delete_deployment", "delete_endpoint", "provision", "reconcile"]
+
 logger = logging.getLogger(__name__)
 
-CRASH_LOOP_RESTARTS = 5
-HEARTBEAT_EVERY = 5.0
-CHECK_EVERY = 1.0  # how often a waiting job looks whether it was cancelled
-PORT_TAKEN = "Address already in use"
-MAX_BACKOFF_SECONDS = 300
 # How long a deletion waits in its worker for a provisioning job to hand over before it tries again later.
 HANDOVER_WAIT = 30.0
-# Deployments whose instances the reconciler restarts.
-RESTARTABLE_STATES = (DeploymentState.SUCCEEDED, DeploymentState.FAILED, DeploymentState.UPDATING)
+NOTIFICATION_TITLE = "Prompt flow deployment"
 
 
 def stale_after() -> timedelta:
     return endpoint_models.HEARTBEAT_STALE_AFTER
-
-
-class ProvisioningFailed(Exception):
-    """A reason to show the user, as is."""
-
-
-class Cancelled(Exception):
-    """The job must stop: its deployment is being deleted (deleting=True), or another holder took its claim."""
-
-    def __init__(self, deleting: bool):
-        super().__init__("the deployment is being deleted" if deleting else "the job lost its claim")
-        self.deleting = deleting
-
-
-class Job:
-    """A provisioning job's hold on its deployment: `check()` beats the heartbeat and raises Cancelled."""
-
-    def __init__(self, deployment: Deployment, holder: str):
-        self.deployment = deployment
-        self.holder = holder
-        self._checked = 0.0
-
-    def check(self, every: float = 0.0) -> None:
-        """Beat, and raise Cancelled if the deployment is being deleted or the claim is lost.
-
-        With `every`, inside a polling loop, at most one check per that many seconds.
-        """
-        if every and time.monotonic() - self._checked < every:
-            return
-        self._checked = time.monotonic()
-        state = self.deployment.keep_claim(self.holder)
-        if state is None:
-            raise Cancelled(deleting=False)
-        if state == DeploymentState.DELETING:
-            raise Cancelled(deleting=True)
-
-    def beat(self) -> None:
-        """Only the heartbeat, whatever the state: for work that must finish once begun (a drain)."""
-        self.deployment.keep_claim(self.holder)
-
-    def cancelled(self) -> Cancelled:
-        """Why a conditional write of this job matched no row."""
-        row = Deployment.objects.filter(pk=self.deployment.pk).values("state", "claimed_by").first()
-        deleting = bool(row) and row["state"] == DeploymentState.DELETING and row["claimed_by"] == self.holder
-        return Cancelled(deleting=deleting)
-
-
-def _beating(beat: Callable[[], None], function: Callable[..., Any], *args: Any) -> Any:
-    """Run `function` in a thread and call `beat` every HEARTBEAT_EVERY seconds until it returns.
-
-    If `beat` raises (the job was cancelled), the exception goes up at once; the thread finishes on its own
-    (an environment build stays useful to the next job). The thread's database connection is closed.
-    """
-
-    def run() -> Any:
-        try:
-            return function(*args)
-        finally:
-            connections.close_all()
-
-    pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(run)
-    try:
-        while True:
-            try:
-                return future.result(timeout=HEARTBEAT_EVERY)
-            except FutureTimeout:
-                beat()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def claim(deployment_id: int, holder: str | None = None) -> Deployment | None:
@@ -161,16 +78,18 @@ def provision(deployment_id: int) -> None:
     deployment = claim(deployment_id, holder)
     if deployment is None:
         return
-    job = Job(deployment, holder)
+    job = Job(deployment, holder, on_advance=lambda message: _progress(deployment, f"{deployment}: {message}"))
     started = time.monotonic()
     try:
         job.check()  # a job taken over from a dead worker may find its deployment being deleted
-        _validate(job)
-        environment = _build_environment(job)
-        _register_model(job)
-        instances = _create_instances(job, environment)
-        _probe(job, instances, environment)
-        _go_live(job, instances)
+        provider = provider_for(deployment.endpoint)
+        _validate(job, provider)
+        environment = provider.build_environment(job)
+        model = provider.register_model(job)
+        created = provider.create_deployment(job, environment, model)
+        provider.wait_until_ready(job, created, environment)
+        _go_live(job)
+        provider.go_live(job, created)
     except Cancelled as cancelled:
         _hand_over(job, cancelled)
         return
@@ -184,19 +103,13 @@ def provision(deployment_id: int) -> None:
     seconds = time.monotonic() - started
     if deployment.finish(holder, DeploymentState.SUCCEEDED, f"Deployment is ready, in {seconds:.1f} s."):
         _notify(deployment, f"{deployment} succeeded.", "success")
-    else:  # deleted after it went live (the deletion stops its instances), or the reaper failed it first
+    else:  # deleted after it went live (the deletion stops its capacity), or the reaper failed it first
         _hand_over(job, job.cancelled())
 
 
-def _phase(job: Job, phase: str, message: str) -> None:
-    if not job.deployment.advance(job.holder, phase, message):
-        raise job.cancelled()
-    _progress(job.deployment, f"{job.deployment}: {message}")
-
-
-def _validate(job: Job) -> None:
+def _validate(job: Job, provider) -> None:
     deployment = job.deployment
-    _phase(job, Phase.VALIDATING, "Checking the flow, its connections, the endpoint's identity and capacity.")
+    job.advance(Phase.VALIDATING, "Checking the flow, its connections, the endpoint's identity and capacity.")
     problems = connection_problems(deployment.flow_version, deployment.connection_overrides)
     # A deployment saved before the environment-variable rule is held to it before anything starts.
     problems += environment_variable_problems(deployment.environment_variables)
@@ -208,168 +121,19 @@ def _validate(job: Job) -> None:
     missing = identities.missing_roles(endpoint, deployment.flow_version)
     if missing:
         raise ProvisioningFailed(" ".join(identities.missing_role_message(endpoint, r, s) for r, s in missing))
-    shortfall = capacity.shortfall(deployment)
-    if shortfall:
-        raise ProvisioningFailed(shortfall)
+    problems = provider.validate(job)
+    if problems:
+        raise ProvisioningFailed(" ".join(problems))
 
 
-def _build_environment(job: Job):
-    requirements = job.deployment.flow_version.requirements
-    detail = "the base runtime" if not requirements.strip() else "the base runtime plus the flow's requirements.txt"
-    _phase(job, Phase.BUILDING_ENVIRONMENT, f"Preparing {detail} ({job.deployment.flow_version.environment}).")
-    # pip can take minutes: keep the heartbeat fresh, and stop waiting as soon as the deployment is deleted
-    try:
-        return _beating(job.check, flow_environment, requirements)
-    except EnvironmentBuildError as exc:
-        raise ProvisioningFailed(f"The environment could not be built. {exc}") from exc
-
-
-def _register_model(job: Job) -> None:
-    version = job.deployment.flow_version
-    if not version.snapshot_dir.is_dir():
-        raise ProvisioningFailed(f"The snapshot of flow {version} is missing from {version.snapshot_dir}.")
-    _phase(
-        job,
-        Phase.REGISTERING_MODEL,
-        f"Using flow {version.flow.name}, version {version.version} ({version.short_hash}).",
-    )
-
-
-def instance_env_vars(deployment: Deployment, instance: Instance) -> dict[str, str]:
-    # A restart of a deployment saved before the environment-variable rule leaves out what the rule refuses.
-    env = {str(k): str(v) for k, v in deployment.environment_variables.items() if name_problem(str(k)) is None}
-    outputs = list(deployment.flow_version.outputs)
-    if deployment.selected_outputs and set(deployment.selected_outputs) != set(outputs):
-        env["PROMPTFLOW_RESPONSE_INCLUDED_FIELDS"] = json.dumps(deployment.selected_outputs)
-    if deployment.flow_version.connections:
-        env["PF_HTTP_CONNECTION_PROVIDER_ENDPOINT"] = provider_url(instance)  # a fresh token for every start
-    # "Application Insights diagnostics": spans to the studio over OTLP (getattr: a test passes a stand-in without it)
-    if getattr(deployment, "app_insights_enabled", False):
-        from monitoring import tracing
-
-        for name in tracing.OVERRIDDEN:
-            env.pop(name, None)
-        env.update(tracing.instance_env(instance))
-    return env
-
-
-def start_instance(deployment: Deployment, instance: Instance, environment, holder: str = "") -> Instance | None:
-    """Copy the flow for this instance and start its process on a fresh port.
-
-    The process is recorded only if whoever started it may still do so: the provisioning job `holder` still
-    holds the deployment, or (a restart, no holder) the instance is still the Starting one it claimed. Else
-    the process is stopped again at once and None comes back: nothing is left running that no row knows.
-    """
-    flow_dir = instance.folder / "flow"
-    if flow_dir.exists():
-        shutil.rmtree(flow_dir)
-    writable_copy(deployment.flow_version.snapshot_dir, flow_dir)
-    size = deployment.size
-    spec = launcher.InstanceSpec(
-        instance_id=str(instance.id),
-        flow_dir=flow_dir,
-        environment=environment,
-        port=local_services.free_port(),
-        workers=size.workers,
-        threads=size.threads,
-        log_path=instance.log_path,
-        request_timeout_s=max(1, deployment.request_timeout_ms // 1000),
-        env_vars=instance_env_vars(deployment, instance),
-    )
-    pid = launcher.start(spec)
-    if holder:
-        allowed = Q(deployment__claimed_by=holder, deployment__state__in=JOB_STATES)
-    else:
-        allowed = Q(state=InstanceState.STARTING, pid=None)
-    recorded = Instance.objects.filter(allowed, pk=instance.pk).update(
-        port=spec.port, pid=pid, state=InstanceState.STARTING, started_at=timezone.now(), ready_at=None
-    )
-    if not recorded:
-        launcher.stop(pid, str(instance.id), grace=5)
-        return None
-    instance.refresh_from_db()
-    return instance
-
-
-def _create_instances(job: Job, environment) -> list[Instance]:
-    deployment = job.deployment
-    count = deployment.instance_count
-    _phase(
-        job,
-        Phase.CREATING_DEPLOYMENT,
-        f"Starting {count} instance(s) of {deployment.vm_size} ({deployment.size.workers} worker(s) each).",
-    )
-    instances = []
-    for ordinal in range(1, count + 1):
-        job.check()
-        instance, _ = Instance.objects.get_or_create(
-            deployment=deployment, generation=deployment.generation, ordinal=ordinal
-        )
-        if instance.state == InstanceState.READY and launcher.is_running(instance.pid, str(instance.id)):
-            instances.append(instance)  # a rerun of this job: it is already up
-            continue
-        started = start_instance(deployment, instance, environment, job.holder)
-        if started is None:
-            raise job.cancelled()
-        instances.append(started)
-    return instances
-
-
-def _probe(job: Job, instances: list[Instance], environment) -> None:
-    deployment = job.deployment
-    _phase(job, Phase.PROBING, "Waiting for every instance to answer its readiness probe.")
-    port_retries = 0
-    deadline = time.monotonic() + settings.FLOWDEPLOY_PROBE_TIMEOUT
-    pending = {instance.pk: instance for instance in instances}
-    while pending:
-        for key, instance in list(pending.items()):
-            if launcher.healthy(instance.url, timeout=0.5):
-                Instance.objects.filter(pk=key).update(state=InstanceState.READY, ready_at=timezone.now())
-                del pending[key]
-            elif not _still_running(instance):
-                tail = launcher.log_tail(instance.log_path, 15)
-                if PORT_TAKEN in tail and port_retries < 3:
-                    # another process took the port between our check and gunicorn's bind
-                    port_retries += 1
-                    restarted = start_instance(deployment, instance, environment, job.holder)
-                    if restarted is None:
-                        raise job.cancelled()
-                    pending[key] = restarted
-                    continue
-                raise ProvisioningFailed(
-                    f"Instance {instance.ordinal} exited while starting. Last lines of its log:\n{tail}"
-                )
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            waiting = ", ".join(str(i.ordinal) for i in pending.values())
-            raise ProvisioningFailed(
-                f"Instance(s) {waiting} did not become ready within {settings.FLOWDEPLOY_PROBE_TIMEOUT} s."
-            )
-        job.check(every=CHECK_EVERY)
-        time.sleep(0.1)
-
-
-def _still_running(instance: Instance, recheck_after: float = 0.5) -> bool:
-    """Is the starting instance's process alive? Asked twice before saying no: a process caught between
-    bubblewrap and the instance's exec can look gone for a moment, and a start must not fail on that."""
-    if launcher.is_running(instance.pid, str(instance.id)):
-        return True
-    time.sleep(recheck_after)
-    return launcher.is_running(instance.pid, str(instance.id))
-
-
-def _go_live(job: Job, instances: list[Instance]) -> None:
-    """Send traffic to the new generation, then drain and stop the one it replaces.
+def _go_live(job: Job) -> None:
+    """Mark the new generation live; the provider then routes traffic to it and retires what it replaces.
 
     Going live is one conditional update: a deployment being deleted (or a job that lost its claim) never
     goes live, and the first deployment's 100% traffic is written in the same transaction.
     """
     deployment = job.deployment
     job.check()
-    previous = list(
-        deployment.instances.filter(generation__lt=deployment.generation).exclude(state=InstanceState.STOPPED)
-    )
     with transaction.atomic():
         held = Deployment.objects.filter(pk=deployment.pk, claimed_by=job.holder, state__in=JOB_STATES)
         if not held.update(live_generation=deployment.generation, failure_reason=""):
@@ -381,54 +145,6 @@ def _go_live(job: Job, instances: list[Instance]) -> None:
     deployment.refresh_from_db()
     if first:
         deployment.event(f"Endpoint {endpoint.name} sends 100% of its traffic to {deployment.name}.")
-    version = publishing.publish(deployment.endpoint)
-    if previous:
-        Instance.objects.filter(pk__in=[i.pk for i in previous]).update(state=InstanceState.DRAINING)
-        deployment.event(
-            f"Traffic moved to generation {deployment.generation}; draining {len(previous)} old instance(s)."
-        )
-        # The drain waits for requests in flight (up to the request timeout): the heartbeat goes on meanwhile,
-        # so the reaper does not take a draining job for dead. A drain once begun is finished.
-        _beating(job.beat, retire, deployment, previous, version)
-
-
-def retire(deployment: Deployment, instances: list[Instance], version: int) -> None:
-    """Stop instances once the gateway no longer sends them requests and has none in flight."""
-    timeout = deployment.request_timeout_ms / 1000 + 5
-    drained = publishing.wait_until_drained(deployment.endpoint, version, instances, timeout)
-    if not drained:
-        deployment.event("The gateway did not confirm the drain in time; stopping the old instances anyway.", "warning")
-    for instance in instances:
-        launcher.stop(instance.pid, str(instance.id), grace=max(5.0, deployment.request_timeout_ms / 1000))
-        shutil.rmtree(instance.folder / "flow", ignore_errors=True)
-    Instance.objects.filter(pk__in=[i.pk for i in instances]).update(
-        state=InstanceState.STOPPED, stopped_at=timezone.now()
-    )
-
-
-def stop_instances(instances: QuerySet, grace: float = 5.0) -> int:
-    """Stop every instance of `instances` that is not stopped, and mark it Stopped.
-
-    Each mark is conditional on the pid and state that were stopped: an instance that a restart started
-    meanwhile is found again and stopped too, so no process outlives its row. Returns how many were stopped.
-    """
-    stopped = 0
-    for _ in range(5):
-        pending = list(instances.exclude(state=InstanceState.STOPPED))
-        if not pending:
-            break
-        for instance in pending:
-            launcher.stop(instance.pid, str(instance.id), grace=grace)
-            stopped += Instance.objects.filter(pk=instance.pk, pid=instance.pid, state=instance.state).update(
-                state=InstanceState.STOPPED, stopped_at=timezone.now()
-            )
-    return stopped
-
-
-def _stop_unpublished(deployment: Deployment) -> None:
-    """Stop the instances of the deployment's generation when that generation never went live."""
-    if deployment.live_generation != deployment.generation:
-        stop_instances(deployment.instances.filter(generation=deployment.generation))
 
 
 def _fail(job: Job, reason: str) -> None:
@@ -439,7 +155,7 @@ def _fail(job: Job, reason: str) -> None:
     if deployment.state == DeploymentState.DELETING:
         _hand_over(job, Cancelled(deleting=True))
         return
-    _stop_unpublished(deployment)  # while the claim is held: nobody else stops them
+    provider_for(deployment.endpoint).stop_unpublished(deployment)  # while the claim is held: nobody else stops it
     serving_old = deployment.live_generation and deployment.live_generation != deployment.generation
     note = " The previous version keeps serving." if serving_old else ""
     if deployment.finish(job.holder, DeploymentState.FAILED, reason + note, level="error", failure_reason=reason):
@@ -456,28 +172,24 @@ def _hand_over(job: Job, cancelled: Cancelled) -> None:
         logger.warning("provisioning of %s stopped: another worker or the reaper holds the deployment", deployment)
         return
     deployment.refresh_from_db()
-    _stop_unpublished(deployment)
+    provider_for(deployment.endpoint).stop_unpublished(deployment)
     deployment.event("Provisioning stopped: the deployment is being deleted.", "warning")
     _progress(deployment, f"{deployment}: provisioning stopped, the deployment is being deleted.", "info")
     deployment.release(job.holder)
 
 
-NOTIFICATION_TITLE = "Prompt flow deployment"
-
-
-def _deployment_link(deployment: Deployment) -> str:
-    return deployment.get_absolute_url()
+# --- notifications ----------------------------------------------------------------------------
 
 
 def _provisioning_note(deployment: Deployment) -> Notification | None:
-    link = _deployment_link(deployment)
-    if not link:
+    """The notification the service raised when this job was asked for (Deployment.notification_id)."""
+    if not deployment.notification_id:
         return None
-    return Notification.objects.filter(title=NOTIFICATION_TITLE, link=link).order_by("-created_at").first()
+    return Notification.objects.filter(pk=deployment.notification_id).first()
 
 
 def _progress(deployment: Deployment, body: str, level: str = "running") -> bool:
-    """Update the notification the wizard raised for this deployment, so the bell shows the phase."""
+    """Update the job's notification, so the bell shows the phase."""
     note = _provisioning_note(deployment)
     if note is None:
         return False
@@ -489,17 +201,11 @@ def _notify(deployment: Deployment, body: str, level: str) -> None:
     if _progress(deployment, body, level):
         return
     if deployment.created_by_id:
-        link = _deployment_link(deployment)
+        link = deployment.get_absolute_url()
         notifications.notify(deployment.created_by, NOTIFICATION_TITLE, body, link=link, level=level)
 
 
 # --- deletion ---------------------------------------------------------------------------------
-
-
-def stop_all_instances(deployment: Deployment) -> None:
-    stop_instances(deployment.instances.all(), grace=max(5.0, deployment.request_timeout_ms / 1000))
-    for instance in deployment.instances.all():
-        shutil.rmtree(instance.folder, ignore_errors=True)
 
 
 def _deletion_progress(notification_id: int | None, body: str, level: str = "running") -> None:
@@ -550,19 +256,15 @@ def delete_deployment(deployment_id: int, notification_id: int | None = None) ->
     holder = Deployment.new_holder(DELETION)
     if not _take_over([deployment], holder, notification_id, str(deployment)):
         return False
-    endpoint = deployment.endpoint
     deployment.set_phase(Phase.DELETING, "Removing the deployment from the endpoint's routing.")
-    _deletion_progress(notification_id, f"Deleting {deployment}: draining requests in flight.")
-    version = publishing.publish(endpoint)
-    live = list(deployment.instances.filter(state__in=LIVE_INSTANCE_STATES))
 
     def keep() -> None:
         deployment.keep_claim(holder)
 
-    timeout = deployment.request_timeout_ms / 1000 + 5
-    _beating(keep, publishing.wait_until_drained, endpoint, version, live, timeout)
-    _deletion_progress(notification_id, f"Deleting {deployment}: stopping {len(live)} instance(s).")
-    _beating(keep, stop_all_instances, deployment)
+    def progress(body: str) -> None:
+        _deletion_progress(notification_id, body)
+
+    provider_for(deployment.endpoint).remove_deployment(deployment, keep, progress)
     _end_provisioning_note(deployment)
     name, owner = str(deployment), deployment.created_by
     deleted, _ = Deployment.objects.filter(pk=deployment.pk, claimed_by=holder).delete()
@@ -589,19 +291,22 @@ def delete_endpoint(endpoint_id: int, notification_id: int | None = None) -> boo
     if not _take_over(deployments, holder, notification_id, f"endpoint {endpoint.name}"):
         return False
     _deletion_progress(notification_id, f"Deleting endpoint {endpoint.name}: revoking its keys and routing.")
-    publishing.withdraw(endpoint.name)  # keys and routing gone from the gateway first
+    provider = provider_for(endpoint)
+    provider.withdraw(endpoint.name)  # keys and routing gone first
 
     def keep() -> None:
         for deployment in deployments:
             deployment.keep_claim(holder)
 
+    def progress(body: str) -> None:
+        _deletion_progress(notification_id, body)
+
+    provider.remove_endpoint(endpoint, deployments, keep, progress)
     for deployment in deployments:
-        _deletion_progress(notification_id, f"Deleting endpoint {endpoint.name}: stopping {deployment.name}.")
-        _beating(keep, stop_all_instances, deployment)
         _end_provisioning_note(deployment)
     name, owner = endpoint.name, endpoint.created_by
     endpoint.delete()
-    publishing.withdraw(name)  # again: a publish that raced the first withdraw leaves nothing behind
+    provider.withdraw(name)  # again: a publish that raced the first withdraw leaves nothing behind
     body = f"Endpoint {name} was deleted with {len(deployments)} deployment(s); its keys no longer work."
     if notification_id:
         _deletion_progress(notification_id, body, "success")
@@ -613,94 +318,12 @@ def delete_endpoint(endpoint_id: int, notification_id: int | None = None) -> boo
 # --- reconciling ------------------------------------------------------------------------------
 
 
-def backoff(restarts: int) -> timedelta:
-    return timedelta(seconds=min(2 ** max(restarts - 1, 0), MAX_BACKOFF_SECONDS))
-
-
 def reconcile() -> None:
-    """Beat: restart dead instances with backoff, promote restarted ones, fail stale jobs, resume lost deletions.
-
-    Safe to run twice at once: every instance change is a conditional update on the state that was seen, so
-    of two runs that see the same crashed instance, one restarts it and the other finds it taken.
-    """
+    """Beat: fail stale jobs, resume lost ones and lost deletions; restart dead local instances with backoff."""
     _fail_stale_jobs()
     _resume_queued_jobs()
     _resume_deletions()
-    changed_endpoints = set()
-    live = Instance.objects.select_related("deployment__endpoint", "deployment__flow_version").filter(
-        deployment__state__in=RESTARTABLE_STATES, state__in=LIVE_INSTANCE_STATES
-    )
-    now = timezone.now()
-    for instance in live:
-        deployment = instance.deployment
-        if instance.generation != deployment.live_generation:
-            continue  # a provisioning job owns instances of a generation that is not live yet
-        if instance.state == InstanceState.CRASHED:
-            if instance.next_restart_at and instance.next_restart_at <= now:
-                _restart(deployment, instance)
-            continue
-        starting = instance.state == InstanceState.STARTING and instance.pid is None and instance.started_at
-        if starting and now - instance.started_at < stale_after():
-            continue  # another reconcile run claimed it and is starting it now
-        running = launcher.is_running(instance.pid, str(instance.id))
-        if not running:
-            if _record_crash(deployment, instance):
-                changed_endpoints.add(deployment.endpoint)
-        elif instance.state == InstanceState.STARTING and launcher.healthy(instance.url, timeout=0.5):
-            promoted = Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid=instance.pid).update(
-                state=InstanceState.READY, ready_at=now
-            )
-            if promoted:
-                deployment.event(f"Instance {instance.ordinal} is ready again after restart {instance.restarts}.")
-                changed_endpoints.add(deployment.endpoint)
-    for endpoint in changed_endpoints:
-        publishing.publish(endpoint)
-
-
-def _record_crash(deployment: Deployment, instance: Instance) -> bool:
-    restarts = instance.restarts + 1
-    tail = launcher.log_tail(instance.log_path, 20)
-    delay = backoff(restarts)
-    recorded = Instance.objects.filter(pk=instance.pk, state=instance.state, pid=instance.pid).update(
-        state=InstanceState.CRASHED, restarts=restarts, last_exit=tail, next_restart_at=timezone.now() + delay
-    )
-    if not recorded:
-        return False  # another reconcile run recorded it, or it was stopped meanwhile
-    deployment.event(
-        f"Instance {instance.ordinal} exited; restarting in {delay.total_seconds():.0f} s (restart {restarts}).",
-        level="warning",
-    )
-    if restarts >= CRASH_LOOP_RESTARTS:
-        reason = (
-            f"CrashLoopBackOff: instance {instance.ordinal} has exited {restarts} times. Last lines of its log:\n{tail}"
-        )
-        Deployment.objects.filter(pk=deployment.pk).update(failure_reason=reason)
-    return True
-
-
-def _restart(deployment: Deployment, instance: Instance) -> bool:
-    """Restart a crashed instance, if this run wins the claim on it (Crashed with this restart count → Starting)."""
-    now = timezone.now()
-    claimed = Instance.objects.filter(
-        pk=instance.pk,
-        state=InstanceState.CRASHED,
-        restarts=instance.restarts,
-        deployment__state__in=RESTARTABLE_STATES,
-    ).update(state=InstanceState.STARTING, pid=None, port=None, started_at=now, ready_at=None)
-    if not claimed:
-        return False
-    try:
-        environment = flow_environment(deployment.flow_version.requirements)
-    except EnvironmentBuildError as exc:
-        Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid=None).update(
-            state=InstanceState.CRASHED, next_restart_at=timezone.now() + backoff(instance.restarts + 1)
-        )
-        deployment.event(f"Instance {instance.ordinal} cannot restart: {exc}", level="error")
-        return False
-    if start_instance(deployment, instance, environment) is None:
-        return False  # stopped while it started (the deployment is being deleted)
-    deployment.event(f"Restarted instance {instance.ordinal} (restart {instance.restarts}).")
-    return True
+    local_instances.reconcile_instances()
 
 
 def _fail_stale_jobs() -> None:
@@ -719,11 +342,10 @@ def _fail_stale_jobs() -> None:
         if not Deployment.claim_stale_job(deployment.pk, deployment.claimed_by, holder, reason):
             continue
         deployment.refresh_from_db()
+        provider_for(deployment.endpoint).stop_unserving(deployment)
         if deployment.live_generation != deployment.generation:
-            stop_instances(deployment.instances.filter(generation=deployment.generation))
             note = " The previous version keeps serving." if deployment.live_generation else ""
-        else:  # it died while draining: the new generation serves, the old one is no longer routed
-            stop_instances(deployment.instances.filter(generation__lt=deployment.generation))
+        else:
             note = " The new version serves."
         deployment.event(reason + note, level="error")
         deployment.release(holder)

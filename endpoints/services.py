@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from endpoints import capacity, publishing, sizes
+from endpoints import publishing, sizes
 from endpoints.connections import connection_problems
 from endpoints.environment_variables import environment_variable_problems
 from endpoints.models import (
@@ -23,13 +23,15 @@ from endpoints.models import (
     Phase,
     check_name,
 )
+from endpoints.providers import provider_for
 from flows.models import FlowVersion
 from serving import auth
 from workspace import audit, identities, notifications
 from workspace.connections import connection_type_names
-from workspace.models import ManagedIdentity, Project
+from workspace.models import ManagedIdentity, Notification, Project
 
 KEY_NAMES = ("primary", "secondary")
+NOTIFICATION_TITLE = "Prompt flow deployment"
 MAX_MIRROR_PERCENT = 50
 
 
@@ -411,16 +413,34 @@ def check_scale(deployment: Deployment, instance_count: Any) -> int:
         raise ValidationError(
             {"name": f"Deployment {deployment.name} is {deployment.state.lower()}; wait until it finishes."}
         )
-    shortfall = capacity.shortfall_for(data["vm_size"], data["instance_count"], excluding=deployment)
+    shortfall = provider_for(deployment.endpoint).capacity_problem(
+        data["vm_size"], data["instance_count"], excluding=deployment
+    )
     if shortfall:
         raise ValidationError({"instance_count": shortfall})
     return data["instance_count"]
 
 
+def scale_deployment(deployment: Deployment, instance_count: Any, user=None) -> Deployment:
+    """Roll out the same flow version with another instance count."""
+    count = check_scale(deployment, instance_count)
+    return create_or_update_deployment(
+        deployment.endpoint,
+        deployment.name,
+        deployment.flow_version,
+        user=user,
+        notice=f"Scaling {deployment} to {count} instance(s): provisioning started.",
+        instance_count=count,
+    )
+
+
 def create_or_update_deployment(
-    endpoint: Endpoint, name: str, flow_version: FlowVersion, user=None, **values: Any
+    endpoint: Endpoint, name: str, flow_version: FlowVersion, user=None, notice: str = "", **values: Any
 ) -> Deployment:
-    """Create the deployment, or roll out new settings to an existing one with the same name."""
+    """Create the deployment, or roll out new settings to an existing one with the same name.
+
+    The user gets a "Prompt flow deployment" notification (`notice`, or what is being done) that the
+    provisioning job moves through its phases to success or failure."""
     from endpoints import tasks
 
     name = _name(name, "Deployment", "name")
@@ -442,7 +462,7 @@ def create_or_update_deployment(
     problems = connection_problems(flow_version, data["connection_overrides"])
     if problems:
         raise ValidationError({"connection_overrides": problems})
-    shortfall = capacity.shortfall_for(data["vm_size"], data["instance_count"], excluding=existing)
+    shortfall = provider_for(endpoint).capacity_problem(data["vm_size"], data["instance_count"], excluding=existing)
     if shortfall:
         raise ValidationError({"instance_count": shortfall})
     with transaction.atomic():
@@ -477,6 +497,8 @@ def create_or_update_deployment(
                 raise ValidationError({"name": f"Deployment {name} was just created by someone else."}) from None
             action = "created"
         deployment.event(f"Deployment {action} with flow {flow_version}; provisioning is queued.")
+        verb = "Creating" if action == "created" else "Updating"
+        _provisioning_notice(deployment, user, notice or f"{verb} {deployment}: provisioning started.")
         audit.record(
             _user(user),
             f"deployment.{action}",
@@ -486,6 +508,16 @@ def create_or_update_deployment(
         )
         transaction.on_commit(lambda: _dispatch_provisioning(deployment, tasks))
     return deployment
+
+
+def _provisioning_notice(deployment: Deployment, user, body: str) -> None:
+    if not _user(user):
+        return
+    note = notifications.notify(
+        user, NOTIFICATION_TITLE, body, link=deployment.get_absolute_url(), level=Notification.Level.RUNNING
+    )
+    Deployment.objects.filter(pk=deployment.pk).update(notification_id=note.pk)
+    deployment.notification_id = note.pk
 
 
 def _dispatch_provisioning(deployment: Deployment, tasks) -> None:

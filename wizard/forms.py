@@ -10,9 +10,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.datastructures import MultiValueDict
 
-from endpoints import capacity, services, sizes
+from endpoints import services, sizes
 from endpoints.connections import connection_problems
 from endpoints.models import AuthType, Deployment, Endpoint, IdentityType, check_name
+from endpoints.providers.local import capacity
 from flows.models import FlowVersion
 from monitoring.services import clean_policy as collection_policy
 from workspace.connections import connection_type_names

@@ -7,11 +7,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from endpoints import services
-from endpoints.models import Deployment, DeploymentState, Endpoint
+from endpoints.models import Deployment, Endpoint
 from monitoring import services as collection
 from wizard.forms import StepForm, all_forms
 from wizard.models import DeploymentDraft
-from workspace import access, notifications
+from workspace import access
 from workspace.access import Action
 
 # Which step fixes a field the services refuse.
@@ -54,8 +54,8 @@ def first_error(form: StepForm) -> str:
 
 def create_from_draft(draft: DeploymentDraft, user) -> tuple[Deployment, bool]:
     """Validate every step of the draft again, then create the endpoint (if new) and the deployment, or update
-    the deployment it overwrites, and notify the user. Returns the deployment and whether this call created it
-    (False: the draft was deployed before, by an earlier or a concurrent Create). Raises DraftProblem.
+    the deployment it overwrites (the endpoint services notify the user). Returns the deployment and whether this
+    call created it (False: the draft was deployed before, by an earlier or a concurrent Create). Raises DraftProblem.
 
     Access (workspace/access.py), checked here for every caller: the flow must be visible to the user; a new
     endpoint is created in the flow's project (a deployment serves a flow of its endpoint's project) and needs
@@ -70,13 +70,6 @@ def create_from_draft(draft: DeploymentDraft, user) -> tuple[Deployment, bool]:
             claimed = DeploymentDraft.objects.filter(pk=locked.pk, deployment=None).update(deployment=deployment)
             if claimed != 1:
                 raise DraftProblem("review", "This draft was deployed by another request.")
-            verb = "Creating" if deployment.state == DeploymentState.CREATING else "Updating"
-            notifications.notify(
-                user,
-                "Prompt flow deployment",
-                f"{verb} {deployment}: provisioning started.",
-                link=deployment.get_absolute_url(),
-            )
     except (DraftProblem, ValidationError) as exc:
         draft.refresh_from_db()
         if draft.deployment_id:  # a concurrent Create of this draft won the race

@@ -23,7 +23,7 @@ from endpoints.views.common import (
     page_context,
 )
 from monitoring import services as collection
-from workspace import access, notifications
+from workspace import access
 from workspace.access import Action
 
 
@@ -173,18 +173,9 @@ def scale(request, endpoint: str, name: str):
         }
         return render(request, "endpoints/confirm.html", context)
     try:
-        updated = services.create_or_update_deployment(
-            deployment.endpoint, deployment.name, deployment.flow_version, user=request.user, instance_count=count
-        )
+        updated = services.scale_deployment(deployment, count, user=request.user)
     except ValidationError as exc:
         return _scale_error(request, deployment, _message(exc), raw)
-    notifications.notify(
-        request.user,
-        "Prompt flow deployment",
-        f"Scaling {updated} to {count} instance(s): provisioning started.",
-        link=updated.get_absolute_url(),
-        level="running",
-    )
     messages.success(request, f"Scaling {updated} to {count} instance(s).")
     return redirect(updated.get_absolute_url())
 

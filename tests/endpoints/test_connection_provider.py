@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from endpoints import provisioning
 from endpoints.connections import mint_token, provider_url
 from endpoints.models import Deployment, DeploymentState, Endpoint, Instance, InstanceState
+from endpoints.providers.local import instances as local_instances
 from flows.models import Flow, FlowSource, FlowVersion
 from workspace import identities
 from workspace.connections import ConnectionSpec, save_connection
@@ -110,8 +110,8 @@ def test_it_puts_the_token_in_the_user_info_not_the_path(instance):
 
 
 def test_it_mints_a_fresh_token_for_every_start(deployment, instance):
-    first = provisioning.instance_env_vars(deployment, instance)["PF_HTTP_CONNECTION_PROVIDER_ENDPOINT"]
-    second = provisioning.instance_env_vars(deployment, instance)["PF_HTTP_CONNECTION_PROVIDER_ENDPOINT"]
+    first = local_instances.instance_env_vars(deployment, instance)["PF_HTTP_CONNECTION_PROVIDER_ENDPOINT"]
+    second = local_instances.instance_env_vars(deployment, instance)["PF_HTTP_CONNECTION_PROVIDER_ENDPOINT"]
     assert _token(first) != _token(second)
 
 

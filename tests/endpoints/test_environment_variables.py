@@ -223,7 +223,7 @@ def test_it_leaves_refused_variables_out_of_a_restart_of_an_older_deployment():
     """A deployment saved before the rule is not restarted with what the rule now refuses."""
     from types import SimpleNamespace
 
-    from endpoints.provisioning import instance_env_vars
+    from endpoints.providers.local.instances import instance_env_vars
 
     flow_version = SimpleNamespace(outputs={"answer": {}}, connections=[])
     deployment = SimpleNamespace(

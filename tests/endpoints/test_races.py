@@ -99,15 +99,7 @@ def start_deployment(import_flow, user, endpoint_name: str, flow: str = "chat-st
     """Create the deployment as the wizard does: rows, the provisioning task, a running notification."""
     version = import_flow(flow)
     endpoint = Endpoint.objects.filter(name=endpoint_name).first() or services.create_endpoint(endpoint_name, user=user)
-    deployment = services.create_or_update_deployment(endpoint, "blue", version, user=user, vm_size="Standard_DS1_v2")
-    notifications.notify(
-        user,
-        provisioning.NOTIFICATION_TITLE,
-        f"Creating {deployment}…",
-        link=deployment.get_absolute_url(),
-        level="running",
-    )
-    return deployment
+    return services.create_or_update_deployment(endpoint, "blue", version, user=user, vm_size="Standard_DS1_v2")
 
 
 def phase_of(deployment: Deployment) -> str | None:
@@ -208,9 +200,10 @@ def test_a_job_whose_worker_died_is_taken_over_and_hands_over_to_the_deletion(
         deployment = Deployment.objects.create(
             endpoint=endpoint, name="blue", flow_version=version, vm_size="Standard_DS1_v2", created_by=user
         )
-        notifications.notify(
+        note = notifications.notify(
             user, provisioning.NOTIFICATION_TITLE, "Creating…", link=deployment.get_absolute_url(), level="running"
         )
+        Deployment.objects.filter(pk=deployment.pk).update(notification_id=note.pk)
         tasks.provision.apply_async((deployment.pk,), queue=queue)
         wait_for(lambda: phase_of(deployment) == Phase.PROBING, timeout=120, interval=0.02, message="no Probing")
     finally:
@@ -417,7 +410,7 @@ def test_a_job_writes_nothing_over_deleting(queued):
         job.check()
     assert cancelled.value.deleting
     with pytest.raises(provisioning.Cancelled):
-        provisioning._go_live(job, [])
+        provisioning._go_live(job)
     queued.refresh_from_db()
     assert (queued.state, queued.phase, queued.live_generation) == (DeploymentState.DELETING, Phase.DELETING, 0)
     assert queued.endpoint.traffic == {}

@@ -1,0 +1,83 @@
+"""Providers turn a Deployment row into running capacity: `local` runs instance processes on this machine,
+`azureml` creates Azure Machine Learning managed online endpoints and deployments.
+
+The provisioning state machine (endpoints/provisioning.py) owns the phases, the claim, the events and the
+notifications; a provider does the work of each phase for its endpoints. `provider_for(endpoint)` picks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from endpoints.jobs import Job
+from endpoints.models import Deployment, Endpoint
+from endpoints.models import Provider as ProviderName
+
+Progress = Callable[[str], None]
+
+
+class Provider:
+    """The verbs every provider implements. Each phase method advances the job itself (job.advance) with a
+    message saying what it does there, and raises ProvisioningFailed with a reason the user can act on."""
+
+    name: str = ""
+
+    def capacity_problem(self, vm_size: str, instance_count: int, excluding: Deployment | None = None) -> str:
+        """Why this many instances of this size cannot run, or ""."""
+        raise NotImplementedError
+
+    def validate(self, job: Job) -> list[str]:
+        """Problems only this provider sees (capacity, a connected workspace), each a sentence."""
+        raise NotImplementedError
+
+    def build_environment(self, job: Job) -> Any:
+        raise NotImplementedError
+
+    def register_model(self, job: Job) -> Any:
+        raise NotImplementedError
+
+    def create_deployment(self, job: Job, environment: Any, model: Any) -> Any:
+        """Start the deployment's new generation; returns what wait_until_ready and go_live need."""
+        raise NotImplementedError
+
+    def wait_until_ready(self, job: Job, created: Any, environment: Any) -> None:
+        raise NotImplementedError
+
+    def go_live(self, job: Job, created: Any) -> None:
+        """After the deployment's generation was marked live: route traffic to it, retire what it replaces."""
+        raise NotImplementedError
+
+    def stop_unpublished(self, deployment: Deployment) -> None:
+        """Stop what the deployment's current generation started, when that generation never went live."""
+        raise NotImplementedError
+
+    def stop_unserving(self, deployment: Deployment) -> None:
+        """What a dead job left behind: stop the generation that does not serve (the reaper)."""
+        raise NotImplementedError
+
+    def remove_deployment(self, deployment: Deployment, keep: Callable[[], None], progress: Progress) -> None:
+        """Delete the deployment's capacity (it is already out of the endpoint's routing)."""
+        raise NotImplementedError
+
+    def remove_endpoint(
+        self, endpoint: Endpoint, deployments: list[Deployment], keep: Callable[[], None], progress: Progress
+    ) -> None:
+        """Delete the endpoint's deployments' capacity and the endpoint itself (its keys stop working first)."""
+        raise NotImplementedError
+
+    def apply_routing(self, endpoint: Endpoint) -> None:
+        """Make the endpoint's traffic, keys and deployments as the rows say."""
+        raise NotImplementedError
+
+    def withdraw(self, endpoint_name: str) -> None:
+        """The endpoint's keys and routing stop working at once (its deletion has begun)."""
+        raise NotImplementedError
+
+
+def provider_for(endpoint: Endpoint) -> Provider:
+    if endpoint.provider == ProviderName.LOCAL:
+        from endpoints.providers.local import LocalProvider
+
+        return LocalProvider()
+    raise LookupError(f"Endpoint {endpoint.name} uses provider {endpoint.provider!r}, which this studio lacks.")

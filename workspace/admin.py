@@ -12,6 +12,7 @@ from workspace import audit
 from workspace.models import (
     DEFAULT_PROJECT,
     AuditEvent,
+    AzureWorkspace,
     Connection,
     EntraAccount,
     ManagedIdentity,
@@ -195,3 +196,41 @@ class EntraAccountAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(AzureWorkspace)
+class AzureWorkspaceAdmin(ReadOnly, admin.ModelAdmin):
+    """Read-only: a project is connected, changed and disconnected on its Azure Machine Learning page, where the
+    settings are checked, a disconnect is refused while endpoints run there, and every change is audited."""
+
+    list_display = ("project", "workspace_name", "resource_group", "region", "credential_type", "verified_at", "studio")
+    list_filter = ("credential_type", ("verified_at", admin.EmptyFieldListFilter))
+    search_fields = ("project__name", "workspace_name", "resource_group", "subscription_id", "client_id")
+    list_select_related = ("project", "created_by")
+    exclude = ("secrets_encrypted",)
+    fields = (
+        "project",
+        "subscription_id",
+        "resource_group",
+        "workspace_name",
+        "region",
+        "credential_type",
+        "tenant_id",
+        "client_id",
+        "saved_secrets",
+        "verified_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "studio",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="Secrets")
+    def saved_secrets(self, obj: AzureWorkspace) -> str:
+        return obj.masked_secrets
+
+    @admin.display(description="Manage")
+    def studio(self, obj: AzureWorkspace) -> str:
+        url = reverse("workspace:azure", args=[obj.project.name])
+        return format_html('<a href="{}">Azure Machine Learning of {}</a>', url, obj.project.name)

@@ -12,7 +12,8 @@ def notifications(request: HttpRequest) -> dict:
 
     All are lazy: a page that does not show the bell runs no query; one that does runs three.
     Also the top bar's project switcher: `current_project` and `switchable_projects` (the projects the user sees),
-    and `can_audit` for the Audit log link.
+    `can_audit` for the Audit log link, and `can_manage_project` (Owner of the current project) for its
+    Azure Machine Learning link.
     """
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
@@ -23,6 +24,7 @@ def notifications(request: HttpRequest) -> dict:
             "current_project": None,
             "switchable_projects": [],
             "can_audit": False,
+            "can_manage_project": False,
         }
     mine = Notification.objects.filter(user=user)
     return {
@@ -35,4 +37,7 @@ def notifications(request: HttpRequest) -> dict:
         "switchable_projects": SimpleLazyObject(lambda: list(access.visible_projects(user).order_by("name"))),
         # The Audit log link: for Owners (workspace/audit_views.py shows each the projects they own).
         "can_audit": SimpleLazyObject(lambda: user.is_superuser or bool(audit_views.owned_projects(user))),
+        "can_manage_project": SimpleLazyObject(
+            lambda: access.allows(user, access.Action.MANAGE_ACCESS, projects.current_project(request))
+        ),
     }

@@ -230,6 +230,89 @@ class Connection(models.Model):
         return True
 
 
+# Azure's naming rules, for the Azure Machine Learning workspace a project is connected to (workspace/azure.py).
+AZURE_UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+AZURE_UUID_RULE = "a GUID such as 00000000-0000-0000-0000-000000000000."
+RESOURCE_GROUP_RE = r"^[-\w.()]{0,89}[-\w()]\Z"
+RESOURCE_GROUP_RULE = "1 to 90 letters, digits, '_', '-', '.', '(' or ')', not ending with '.'."
+AZURE_WORKSPACE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}\Z"
+AZURE_WORKSPACE_NAME_RULE = "3 to 33 letters, digits, '-' or '_', starting with a letter or digit."
+
+
+class AzureCredentialType(models.TextChoices):
+    """How the studio signs in to Azure for a project's Azure Machine Learning workspace."""
+
+    MANAGED_IDENTITY = "managed_identity", "Managed identity (when the studio runs in Azure)"
+    CLIENT_SECRET = "client_secret", "Service principal with a client secret"
+    CERTIFICATE = "certificate", "Service principal with a certificate"
+    DEFAULT = "default", "DefaultAzureCredential (development only)"
+
+
+class AzureWorkspace(models.Model):
+    """The Azure Machine Learning workspace a project's Azure endpoints run in, and how to sign in to it.
+    The client secret or certificate lives only in `secrets_encrypted`; rules and clients are in workspace/azure.py."""
+
+    CredentialType = AzureCredentialType
+
+    project = models.OneToOneField(Project, related_name="azure_workspace", on_delete=models.CASCADE)
+    subscription_id = models.CharField(
+        "Subscription ID", max_length=36, validators=[RegexValidator(AZURE_UUID_RE, message=AZURE_UUID_RULE)]
+    )
+    resource_group = models.CharField(
+        max_length=90, validators=[RegexValidator(RESOURCE_GROUP_RE, message=RESOURCE_GROUP_RULE)]
+    )
+    workspace_name = models.CharField(
+        max_length=33, validators=[RegexValidator(AZURE_WORKSPACE_NAME_RE, message=AZURE_WORKSPACE_NAME_RULE)]
+    )
+    region = models.CharField(max_length=64, blank=True, help_text="The workspace's location, e.g. westeurope.")
+    credential_type = models.CharField(max_length=20, choices=AzureCredentialType.choices)
+    tenant_id = models.CharField("Tenant ID", max_length=253, blank=True)
+    client_id = models.CharField("Client ID", max_length=36, blank=True)
+    secrets_encrypted = models.TextField(blank=True, default="", editable=False)
+    secret_keys = models.JSONField(default=list, blank=True, help_text="Names of the saved secret values.")
+    verified_at = models.DateTimeField(null=True, blank=True, help_text="When Test connection last succeeded.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Azure Machine Learning workspace"
+
+    def __str__(self) -> str:
+        return f"{self.workspace_name} ({self.resource_group}) for {self.project}"
+
+    def __repr__(self) -> str:
+        return f"<AzureWorkspace {self.workspace_name!r} project={self.project_id} {self.credential_type}>"
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
+        )
+
+    @property
+    def masked_secrets(self) -> str:
+        return ", ".join(f"{key}: {SECRET_MASK}" for key in self.secret_keys) or "—"
+
+    def get_secrets(self) -> dict[str, str]:
+        """Decrypt the secrets. Raises SecretsUnreadable when the key changed."""
+        return decrypt_json(self.secrets_encrypted)
+
+    def set_secrets(self, secrets: dict[str, str]) -> None:
+        self.secrets_encrypted = encrypt_json(secrets) if secrets else ""
+        self.secret_keys = sorted(secrets)
+
+    def secrets_readable(self) -> bool:
+        try:
+            self.get_secrets()
+        except SecretsUnreadable:
+            return False
+        return True
+
+
 class Notification(models.Model):
     """A line in a user's top-bar bell; long jobs update theirs as they progress."""
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from workspace import access_views, audit_views, signin_views, views
+from workspace import access_views, audit_views, azure_views, signin_views, views
 
 app_name = "workspace"
 
@@ -23,6 +23,9 @@ urlpatterns = [
     path("projects/<str:project>/access/members/<int:pk>/remove/", access_views.member_remove, name="member_remove"),
     path("projects/<str:project>/identities/", access_views.identities_page, name="identities"),
     path("projects/<str:project>/identities/<str:name>/delete/", access_views.identity_delete, name="identity_delete"),
+    path("projects/<str:project>/azure/", azure_views.azure_page, name="azure"),
+    path("projects/<str:project>/azure/test/", azure_views.azure_test, name="azure_test"),
+    path("projects/<str:project>/azure/disconnect/", azure_views.azure_disconnect, name="azure_disconnect"),
     path("notifications/bell/", views.bell, name="bell"),
     path("notifications/read-all/", views.notifications_read_all, name="notifications_read_all"),
     path("notifications/<int:pk>/", views.notification_open, name="notification_open"),

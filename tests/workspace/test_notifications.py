@@ -93,6 +93,7 @@ def test_it_gives_anonymous_users_an_empty_bell(django_assert_num_queries):
         "current_project": None,
         "switchable_projects": [],
         "can_audit": False,
+        "can_manage_project": False,
     }
 
 

@@ -173,6 +173,14 @@ MATRIX = {
         None,
         (LOGIN, 403, OK, OK, 404),
     ),
+    # The export for Azure ML holds the flow's code and environment variables (no snapshot on disk here: the
+    # page sends a Contributor back to the Details tab saying so)
+    "deployments/<str:endpoint>/<str:name>/export/": (
+        "get",
+        "/deployments/ep-one/blue/export/",
+        None,
+        (LOGIN, 403, OK, OK, 404),
+    ),
     "deployments/<str:endpoint>/<str:name>/monitoring/traces/": (
         "get",
         "/deployments/ep-one/blue/monitoring/traces/?request_id=req-1",
@@ -257,6 +265,16 @@ MATRIX = {
         "/projects/default/identities/id-one/delete/",
         {},
         (LOGIN, 403, OK, OK, 404),
+    ),
+    # Azure Machine Learning of a project: Owners only, looking too (no workspace is connected here: the test and
+    # disconnect routes send the Owner back to the page)
+    "projects/<str:project>/azure/": ("get", "/projects/default/azure/", None, (LOGIN, 403, 403, OK, 404)),
+    "projects/<str:project>/azure/test/": ("post", "/projects/default/azure/test/", {}, (LOGIN, 403, 403, OK, 404)),
+    "projects/<str:project>/azure/disconnect/": (
+        "get",
+        "/projects/default/azure/disconnect/",
+        None,
+        (LOGIN, 403, 403, OK, 404),
     ),
     # The audit log: Owners (of some project)
     "audit/": ("get", "/audit/", None, (LOGIN, 403, 403, OK, OK)),

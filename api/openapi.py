@@ -38,6 +38,7 @@ NEEDS: dict[str, Action | None] = {
     "createOrUpdateOnlineDeployment": Action.DEPLOY,
     "deleteOnlineDeployment": Action.DELETE,
     "getLogs": Action.READ_DATA,
+    "exportOnlineDeployment": Action.READ_DATA,
 }
 NOTES = {
     Action.VIEW: "Lists hold only the objects of your projects.",
@@ -48,6 +49,8 @@ OPERATION_NOTES = {
     "getLogs": "As in Azure Machine Learning, whose Reader role has no getLogs action: a log can hold a flow's "
     "inputs. The deployment's events are also in its show, for Readers.",
     "createFlowVersion": "A folder on the server's disk needs a superuser.",
+    "exportOnlineDeployment": "The zip holds the flow's code and the deployment's environment variables; never a "
+    "key nor a connection secret.",
 }
 CREATES = ("createConnection", "createFlowVersion", "createOnlineEndpoint")
 
@@ -763,7 +766,27 @@ def _paths() -> dict[str, dict]:
                 operation_id="getLogs",
             ),
         },
+        f"{p}/online-endpoints/{{endpoint}}/deployments/{{name}}/export": {
+            "parameters": [DEPLOYMENT_ENDPOINT, DEPLOYMENT],
+            "get": _zip_operation(
+                _op(
+                    "The deployment for Azure Machine Learning: a zip of model.yml, endpoint.yml, deployment.yml, "
+                    "environment/ (its build context), flow/ and a README with the `az ml` commands",
+                    "online-deployments",
+                    (200, "The zip (attachment <endpoint>-<deployment>-azureml.zip)", None),
+                    errors=(403, 404, 409),
+                    operation_id="exportOnlineDeployment",
+                )
+            ),
+        },
     }
+
+
+def _zip_operation(operation: dict) -> dict:
+    operation["responses"]["200"]["content"] = {
+        "application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}}
+    }
+    return operation
 
 
 def document() -> dict:

@@ -24,6 +24,11 @@ urlpatterns = [
     path("online-endpoints/<str:endpoint>/deployments", views.online_deployments, name="online_deployments"),
     path("online-endpoints/<str:endpoint>/deployments/<str:name>", views.online_deployment, name="online_deployment"),
     path("online-endpoints/<str:endpoint>/deployments/<str:name>/logs", views.deployment_logs, name="deployment_logs"),
+    path(
+        "online-endpoints/<str:endpoint>/deployments/<str:name>/export",
+        views.deployment_export,
+        name="deployment_export",
+    ),
     # Anything else under /api/v1/ answers a JSON 404, not the studio's HTML page.
     re_path(r"^(?P<rest>.*)$", unknown_route, name="unknown"),
 ]

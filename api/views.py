@@ -5,9 +5,10 @@ the work and answers with the representation of the row (api/representations.py)
 
 What each route needs is an Action of workspace/access.py on the project that owns the object (written
 in api/openapi.py too): reading needs VIEW (Reader), invoke TEST (Reader), creating and changing DEPLOY
-(Contributor), deleting DELETE, keys and tokens READ_KEYS (Contributor), an instance's logs DEPLOY
-(Azure's Reader cannot get deployment logs either), a folder on the server's disk IMPORT_FOLDER
-(superuser). Lists hold only the objects of the user's projects.
+(Contributor), deleting DELETE, keys and tokens READ_KEYS (Contributor), an instance's logs and a
+deployment's export for Azure READ_DATA (Azure's Reader cannot get deployment logs either; an export holds the
+flow's code and environment variables), a folder on the server's disk IMPORT_FOLDER (superuser). Lists hold
+only the objects of the user's projects.
 """
 
 from __future__ import annotations
@@ -571,6 +572,24 @@ def deployment_logs(request, endpoint: str, name: str):
     if chosen is None:
         return ok({**base, "instance": None, "content": ""})
     return ok({**base, "instance": chosen.ordinal, "content": instance_logs.tail(chosen.log_path, lines) or ""})
+
+
+@api_view("GET")
+def deployment_export(request, endpoint: str, name: str):
+    """The deployment for Azure Machine Learning: a zip of `az ml` YAML, the environment's build context, the flow
+    and a README (endpoints/export.py). Needs READ_DATA (Contributor): it holds the flow's code and the
+    deployment's environment variables."""
+    deployment = _deployment(request, endpoint, name, Action.READ_DATA)
+    from endpoints import export as azure_export  # azure-ai-ml takes about a second to import
+
+    workspace = azure_export.workspace_info_for(deployment.endpoint.project)
+    try:
+        content = azure_export.export_zip(deployment, workspace)
+    except azure_export.ExportError as exc:
+        raise conflict(str(exc)) from None
+    response = HttpResponse(content, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{azure_export.export_filename(deployment)}"'
+    return response
 
 
 def _int_param(request, name: str, default: int | None, low: int, high: int) -> int | None:

@@ -35,8 +35,8 @@ class Api:
         self.token = token
         self.project = project  # where new flows, connections and endpoints go (None: the studio decides)
 
-    def request(self, method: str, path: str, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
-        headers = {"Accept": "application/json"}
+    def _send(self, method: str, path: str, timeout: float, accept: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Accept": accept}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
@@ -47,6 +47,14 @@ class Api:
             raise CliError(f"Cannot reach the studio at {self.url}: {exc}") from None
         if response.status_code >= 400:
             raise failure(response)
+        return response
+
+    def download(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """A file the API answers (a zip), as bytes."""
+        return self._send("GET", path, timeout, "application/zip, application/json").content
+
+    def request(self, method: str, path: str, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
+        response = self._send(method, path, timeout, "application/json", **kwargs)
         if not response.content:
             return None
         try:

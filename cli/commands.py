@@ -421,3 +421,21 @@ def deployment_delete(args) -> int:
         note(f"Deleting online deployment {args.endpoint_name}/{args.name}...")
         wait_until_gone(client, path, args.timeout)
     return 0
+
+
+# --- export --------------------------------------------------------------------------------------------------
+
+
+def export(args) -> int:
+    """Write a deployment's export for Azure Machine Learning (a zip with its README of `az ml` commands)."""
+    target = Path(args.output or f"{args.endpoint_name}-{args.deployment_name}-azureml.zip")
+    content = api().download(f"{_deployment_path(args.endpoint_name, args.deployment_name)}/export", timeout=300.0)
+    try:
+        target.write_bytes(content)
+    except OSError as exc:
+        raise CliError(f"Cannot write {target}: {exc.strerror or exc}.") from None
+    print(
+        f"Wrote {target} ({len(content):,} bytes): {args.endpoint_name}/{args.deployment_name} for Azure Machine "
+        "Learning. Its README.md has the az ml commands."
+    )
+    return 0

@@ -7,6 +7,7 @@ flowdeploy model create --name web --path ./web-classification
 flowdeploy online-endpoint create -f endpoint.yml
 flowdeploy online-deployment create -f deployment.yml --all-traffic
 flowdeploy online-endpoint invoke -n my-endpoint --request-file request.json
+flowdeploy export my-endpoint blue -o blue.zip
 """
 
 from __future__ import annotations
@@ -162,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("-e", "--endpoint-name", required=True)
     command.add_argument("-n", "--name", required=True)
     _deletion(command)
+
+    summary = "Export a deployment for Azure Machine Learning: a zip of az ml YAML, the flow and a README"
+    command = _command(top, "export", commands.export, summary)
+    command.add_argument("endpoint_name", metavar="ENDPOINT")
+    command.add_argument("deployment_name", metavar="DEPLOYMENT")
+    command.add_argument("-o", "--output", help="The zip to write (default: <endpoint>-<deployment>-azureml.zip)")
     return parser
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from endpoints.views import consume, deployments, endpoint_page, logs, monitoring_tab, testing
+from endpoints.views import consume, deployments, endpoint_page, export, logs, monitoring_tab, testing
 
 app_name = "endpoints"
 
@@ -20,6 +20,7 @@ urlpatterns = [
     ),
     path("deployments/<str:endpoint>/<str:name>/monitoring/traces/<str:trace_id>/", monitoring_tab.trace, name="trace"),
     path("deployments/<str:endpoint>/<str:name>/logs/", logs.logs, name="logs"),
+    path("deployments/<str:endpoint>/<str:name>/export/", export.export, name="export"),
     path("endpoints/<str:endpoint>/", endpoint_page.endpoint_page, name="endpoint"),
     path("endpoints/<str:endpoint>/traffic/", deployments.traffic, name="traffic"),
     path("endpoints/<str:endpoint>/delete/", deployments.delete_endpoint, name="delete_endpoint"),

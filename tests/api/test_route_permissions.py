@@ -78,6 +78,8 @@ MATRIX = {
     ("online_deployment", "PUT"): (Action.DEPLOY, BLUE, {"instance_count": 2}, 200),
     ("online_deployment", "DELETE"): (Action.DELETE, BLUE, None, 202),
     ("deployment_logs", "GET"): (Action.READ_DATA, BLUE + "/logs", None, 200),
+    # No flow snapshot on disk here: the export answers 409, past the access rule (tests/api/test_api_export.py)
+    ("deployment_export", "GET"): (Action.READ_DATA, BLUE + "/export", None, 409),
 }
 READER_MAY = {Action.VIEW, Action.TEST}
 LISTS = {("connections", "GET"), ("flows", "GET"), ("online_endpoints", "GET")}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from endpoints.models import (
     ACTIVE_STATES,
     Deployment,
@@ -97,7 +95,7 @@ def provisioning_state(endpoint: Endpoint, deployments: list[Deployment]) -> str
 
 
 def scoring_uri(endpoint: Endpoint) -> str:
-    return settings.FLOWDEPLOY_GATEWAY_URL + endpoint.scoring_path
+    return endpoint.scoring_uri
 
 
 def endpoint_json(endpoint: Endpoint, deployments: list[Deployment] | None = None) -> dict:
@@ -120,7 +118,7 @@ def endpoint_json(endpoint: Endpoint, deployments: list[Deployment] | None = Non
         "description": endpoint.description,
         "auth_mode": endpoint.auth_type,
         "scoring_uri": scoring_uri(endpoint),
-        "swagger_uri": settings.FLOWDEPLOY_GATEWAY_URL + endpoint.swagger_path,
+        "swagger_uri": endpoint.swagger_uri,
         "traffic": dict(endpoint.traffic),
         "mirror_traffic": dict(endpoint.mirror_traffic),
         "tags": dict(endpoint.tags),

@@ -109,6 +109,19 @@ class Endpoint(models.Model):
     def swagger_path(self) -> str:
         return f"/endpoints/{self.name}/swagger.json"
 
+    @property
+    def scoring_uri(self) -> str:
+        """Where clients score: the studio's gateway, or Azure's scoring URI (empty until Azure made it)."""
+        if self.provider == Provider.AZUREML:
+            return self.azure_scoring_uri
+        return settings.FLOWDEPLOY_GATEWAY_URL + self.scoring_path
+
+    @property
+    def swagger_uri(self) -> str:
+        if self.provider == Provider.AZUREML:
+            return self.azure_swagger_uri
+        return settings.FLOWDEPLOY_GATEWAY_URL + self.swagger_path
+
 
 class DeploymentState(models.TextChoices):
     CREATING = "Creating"

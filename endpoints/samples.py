@@ -18,7 +18,6 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 
-from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
@@ -68,7 +67,7 @@ def _is_chat_history(flow_version: FlowVersion, name: str, spec: dict) -> bool:
 
 
 def scoring_url(endpoint: Endpoint) -> str:
-    return f"{settings.FLOWDEPLOY_GATEWAY_URL}{endpoint.scoring_path}"
+    return endpoint.scoring_uri
 
 
 def credential_placeholder(endpoint: Endpoint) -> str:

@@ -117,7 +117,7 @@ def client() -> httpx.Client:
 
 
 def scoring_url(endpoint: Endpoint) -> str:
-    return settings.FLOWDEPLOY_GATEWAY_URL + endpoint.scoring_path
+    return endpoint.scoring_uri
 
 
 def score(endpoint: Endpoint, body: object, deployment_name: str | None = None) -> ScoreResult:

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from endpoints import publishing, sizes
+from endpoints import sizes
 from endpoints.connections import connection_problems
 from endpoints.environment_variables import environment_variable_problems
 from endpoints.models import (
@@ -21,12 +21,13 @@ from endpoints.models import (
     Endpoint,
     IdentityType,
     Phase,
+    Provider,
     check_name,
 )
 from endpoints.providers import provider_for
 from flows.models import FlowVersion
 from serving import auth
-from workspace import audit, identities, notifications
+from workspace import audit, azure, identities, notifications
 from workspace.connections import connection_type_names
 from workspace.models import ManagedIdentity, Notification, Project
 
@@ -83,6 +84,7 @@ def create_endpoint(
     tags: dict | None = None,
     description: str = "",
     project: Project | None = None,
+    provider: str = Provider.LOCAL,
     user=None,
 ) -> Endpoint:
     """A new endpoint in `project` (the default project when None). A user-assigned identity is named (or given
@@ -97,6 +99,7 @@ def create_endpoint(
         raise ValidationError({"auth_type": f"Authentication type must be one of {', '.join(AuthType.values)}."})
     if identity_type not in IdentityType.values:
         raise ValidationError({"identity_type": f"Identity type must be one of {', '.join(IdentityType.values)}."})
+    _check_provider(provider, project)
     identity = None
     if identity_type == IdentityType.USER:
         identity = _user_assigned_identity(project, user_assigned_identity)
@@ -108,6 +111,7 @@ def create_endpoint(
         identity_type=identity_type,
         user_assigned_identity=identity,
         enforce_access_to_connection_secrets=enforce_access_to_connection_secrets,
+        provider=provider,
         tags=clean_tags(tags),
         description=description,
         created_by=_user(user),
@@ -123,8 +127,20 @@ def create_endpoint(
             identities.grant_on_creation(endpoint, user)
     except IntegrityError:
         raise ValidationError({"name": f"Endpoint name {name} is already taken."}) from None
-    transaction.on_commit(lambda: publishing.publish(endpoint))
+    provider_for(endpoint).apply_routing(endpoint)
     return endpoint
+
+
+def _check_provider(provider: str, project: Project) -> None:
+    if provider not in Provider.values:
+        raise ValidationError({"provider": f"Provider must be one of {', '.join(Provider.values)}."})
+    if provider == Provider.AZUREML and azure.project_workspace(project) is None:
+        raise ValidationError(
+            {
+                "provider": f"Project '{project}' is not connected to an Azure ML workspace: an Owner connects it on "
+                "the project's Azure Machine Learning page first."
+            }
+        )
 
 
 def _user_assigned_identity(project: Project, name: str) -> ManagedIdentity:
@@ -227,14 +243,14 @@ def set_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any = None, us
         traffic=endpoint.traffic,
         mirror=endpoint.mirror_traffic,
     )
-    publishing.publish(endpoint)
+    provider_for(endpoint).apply_routing(endpoint)
     return endpoint
 
 
 def credentials(endpoint: Endpoint) -> dict[str, str]:
     if endpoint.auth_type != AuthType.KEY:
         raise ValidationError({"auth_type": f"Endpoint {endpoint.name} uses tokens; get a token instead of keys."})
-    keys = endpoint.get_keys()
+    keys = provider_for(endpoint).keys(endpoint)
     return {"primaryKey": keys.get("primary", ""), "secondaryKey": keys.get("secondary", "")}
 
 
@@ -243,14 +259,8 @@ def regenerate_key(endpoint: Endpoint, which: str, user=None) -> Endpoint:
         raise ValidationError({"key_type": "Key type must be 'primary' or 'secondary'."})
     if endpoint.auth_type != AuthType.KEY:
         raise ValidationError({"auth_type": f"Endpoint {endpoint.name} uses tokens, not keys."})
-    with transaction.atomic():
-        locked = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
-        keys = locked.get_keys()
-        keys[which] = auth.new_key()
-        locked.set_keys(keys)
-        locked.save(update_fields=["keys_encrypted", "updated_at"])
-        audit.record(_user(user), "endpoint.regenerate_key", endpoint.name, project=endpoint.project_id, key=which)
-    publishing.publish(locked)  # the old key stops working as soon as the gateway applies this
+    provider_for(endpoint).regenerate_key(endpoint, which)
+    audit.record(_user(user), "endpoint.regenerate_key", endpoint.name, project=endpoint.project_id, key=which)
     if _user(user):
         notifications.notify(
             user,
@@ -275,7 +285,7 @@ def issue_token(endpoint: Endpoint) -> dict:
         raise ValidationError(
             {"auth_type": f"Endpoint {endpoint.name} uses keys; tokens are for token-based endpoints."}
         )
-    return auth.issue_token(endpoint.name, auth.signing_key(settings.FLOWDEPLOY_SECRET_KEY or settings.SECRET_KEY))
+    return provider_for(endpoint).token(endpoint)
 
 
 def _deletion_notice(user, title: str, what: str) -> int | None:

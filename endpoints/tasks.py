@@ -1,6 +1,9 @@
 from celery import shared_task
 
 from endpoints import provisioning, retention
+from endpoints.jobs import ProvisioningFailed
+from endpoints.models import Endpoint
+from endpoints.providers import provider_for
 
 # A deletion that finds a provisioning job still holding the deployment tries again this much later.
 DELETION_RETRY_SECONDS = 5
@@ -21,6 +24,14 @@ def delete_deployment(deployment_id: int, notification_id: int | None = None) ->
 def delete_endpoint(endpoint_id: int, notification_id: int | None = None) -> None:
     if not provisioning.delete_endpoint(endpoint_id, notification_id):
         delete_endpoint.apply_async((endpoint_id, notification_id), countdown=DELETION_RETRY_SECONDS)
+
+
+@shared_task(acks_late=True, autoretry_for=(ProvisioningFailed,), retry_backoff=5, max_retries=5)
+def apply_routing(endpoint_id: int) -> None:
+    """Send an endpoint's traffic to its provider, when that takes long (Azure ML)."""
+    endpoint = Endpoint.objects.filter(pk=endpoint_id, deleting=False).first()
+    if endpoint is not None:
+        provider_for(endpoint).apply_routing_now(endpoint)
 
 
 @shared_task

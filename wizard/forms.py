@@ -12,10 +12,11 @@ from django.utils.datastructures import MultiValueDict
 
 from endpoints import services, sizes
 from endpoints.connections import connection_problems
-from endpoints.models import AuthType, Deployment, Endpoint, IdentityType, check_name
+from endpoints.models import AuthType, Deployment, Endpoint, IdentityType, Provider, check_name
 from endpoints.providers.local import capacity
 from flows.models import FlowVersion
 from monitoring.services import clean_policy as collection_policy
+from workspace import azure
 from workspace.connections import connection_type_names
 from workspace.models import ManagedIdentity
 
@@ -104,6 +105,9 @@ class BasicForm(StepForm):
     )
     endpoint_name = forms.CharField(label="Endpoint name", required=False, max_length=64)
     existing_endpoint = forms.ChoiceField(label="Existing endpoint", required=False)
+    provider = forms.ChoiceField(
+        label="Runs on", choices=[(Provider.LOCAL, Provider.LOCAL.label)], initial=Provider.LOCAL, required=False
+    )
     deployment_name = forms.CharField(label="Deployment name", max_length=64, initial="blue")
     confirm_overwrite = forms.BooleanField(label="Overwrite the existing deployment", required=False)
     vm_size = forms.ChoiceField(label="Virtual machine", initial=sizes.DEFAULT_SIZE)
@@ -126,6 +130,10 @@ class BasicForm(StepForm):
             for name, size in sizes.SIZES.items()
         ]
         self.fields["instance_count"].widget.attrs["max"] = settings.FLOWDEPLOY_MAX_INSTANCES
+        self.azure_workspace = azure.project_workspace(self.flow_version.flow.project)
+        if self.azure_workspace is not None:
+            label = f"{Provider.AZUREML.label} (workspace {self.azure_workspace.workspace_name})"
+            self.fields["provider"].choices += [(Provider.AZUREML, label)]
         live = {"hx-get": self.draft.step_url("basic"), "hx-swap": "outerHTML", "hx-sync": "this:replace"}
         self.fields["endpoint_name"].widget.attrs.update(
             live, **{"hx-trigger": "input changed delay:300ms", "hx-target": "#name-check", "autocomplete": "off"}
@@ -160,11 +168,18 @@ class BasicForm(StepForm):
                 deployment_name = None
         if deployment_name and self.endpoint is not None:
             self._check_overwrite(deployment_name, data.get("confirm_overwrite"))
-        if data.get("vm_size") and data.get("instance_count"):
+        data["provider"] = self._provider(data)
+        if data.get("vm_size") and data.get("instance_count") and data["provider"] == Provider.LOCAL:
             self._check_capacity(data["vm_size"], data["instance_count"])
         if data.get("data_collection"):
             self._check_collection_policy(data)
         return data
+
+    def _provider(self, data: dict) -> str:
+        """Where the deployment runs: the existing endpoint's provider, or the choice for a new one."""
+        if data.get("endpoint_mode") == "existing":
+            return self.endpoint.provider if self.endpoint is not None else Provider.LOCAL
+        return data.get("provider") or Provider.LOCAL
 
     def _check_collection_policy(self, data: dict) -> None:
         sampling, retention = data.get("sampling_percent"), data.get("retention_days")

@@ -19,6 +19,7 @@ FIELD_STEPS = {
     "name": "basic",
     "endpoint": "basic",
     "vm_size": "basic",
+    "provider": "basic",
     "instance_count": "basic",
     "data_collection": "basic",
     "sampling_percent": "basic",
@@ -89,7 +90,7 @@ def _create_rows(draft: DeploymentDraft, user) -> Deployment:
             raise DraftProblem(step, first_error(form))
     basic = forms["basic"].cleaned_data
     if "endpoint" in forms:
-        kwargs = forms["endpoint"].endpoint_kwargs()
+        kwargs = forms["endpoint"].endpoint_kwargs() | {"provider": basic["provider"]}
         access.require(user, Action.DEPLOY, kwargs["project"])
         endpoint = services.create_endpoint(basic["endpoint_name"], user=user, **kwargs)
     else:

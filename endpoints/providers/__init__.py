@@ -70,8 +70,24 @@ class Provider:
         """Make the endpoint's traffic, keys and deployments as the rows say."""
         raise NotImplementedError
 
+    def apply_routing_now(self, endpoint: Endpoint) -> None:
+        """apply_routing's work, when it is long (a task runs it)."""
+        self.apply_routing(endpoint)
+
     def withdraw(self, endpoint_name: str) -> None:
         """The endpoint's keys and routing stop working at once (its deletion has begun)."""
+        raise NotImplementedError
+
+    def keys(self, endpoint: Endpoint) -> dict[str, str]:
+        """{"primary": ..., "secondary": ...} of a key-based endpoint."""
+        raise NotImplementedError
+
+    def regenerate_key(self, endpoint: Endpoint, which: str) -> None:
+        """A new `which` key ("primary" or "secondary"); the old one stops working."""
+        raise NotImplementedError
+
+    def token(self, endpoint: Endpoint) -> dict:
+        """A token for a token-based endpoint: accessToken, tokenType, expiryTimeUtc, refreshAfterTimeUtc."""
         raise NotImplementedError
 
 
@@ -80,4 +96,8 @@ def provider_for(endpoint: Endpoint) -> Provider:
         from endpoints.providers.local import LocalProvider
 
         return LocalProvider()
+    if endpoint.provider == ProviderName.AZUREML:
+        from endpoints.providers.azureml.provider import AzureMLProvider
+
+        return AzureMLProvider()
     raise LookupError(f"Endpoint {endpoint.name} uses provider {endpoint.provider!r}, which this studio lacks.")

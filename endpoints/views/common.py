@@ -3,7 +3,6 @@ when the user is no member of its project, 403 when the role is too low), the us
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
@@ -39,10 +38,6 @@ def get_endpoint(request: HttpRequest, name: str, action: Action = Action.VIEW) 
     return projects.fetch(request, action, Endpoint.objects.all(), name=name)
 
 
-def gateway_url(path: str) -> str:
-    return f"{settings.FLOWDEPLOY_GATEWAY_URL}{path}"
-
-
 def page_context(request: HttpRequest, deployment: Deployment, tab: str) -> dict:
     """The header and tab bar of a deployment page (templates/endpoints/_deployment_page.html)."""
     endpoint = deployment.endpoint
@@ -52,8 +47,8 @@ def page_context(request: HttpRequest, deployment: Deployment, tab: str) -> dict
         "flow_version": deployment.flow_version,
         "tab": tab,
         "tabs": TABS,
-        "scoring_url": gateway_url(endpoint.scoring_path),
-        "swagger_url": gateway_url(endpoint.swagger_path),
+        "scoring_url": endpoint.scoring_uri,
+        "swagger_url": endpoint.swagger_uri,
         "can_change_endpoint": access.can(request.user, Action.DEPLOY, endpoint),
         "can_change_deployment": access.can(request.user, Action.DEPLOY, endpoint),
         "can_delete_deployment": access.can(request.user, Action.DELETE, endpoint),

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from endpoints.models import AuthType, DeploymentState, Endpoint
-from endpoints.views.common import KEY_LABELS, gateway_url, get_endpoint
+from endpoints.views.common import KEY_LABELS, get_endpoint
 from workspace import access
 from workspace.access import Action
 
@@ -25,8 +25,8 @@ def endpoint_context(request, endpoint: Endpoint) -> dict:
     return {
         "endpoint": endpoint,
         "deployments": deployments,
-        "scoring_url": gateway_url(endpoint.scoring_path),
-        "swagger_url": gateway_url(endpoint.swagger_path),
+        "scoring_url": endpoint.scoring_uri,
+        "swagger_url": endpoint.swagger_uri,
         "key_rows": list(KEY_LABELS.items()),
         "is_token_endpoint": endpoint.auth_type == AuthType.TOKEN,
         "can_change_endpoint": access.can(request.user, Action.DEPLOY, endpoint),

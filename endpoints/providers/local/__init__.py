@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
+from django.db import transaction
+
 from endpoints import publishing
 from endpoints.jobs import Job, ProvisioningFailed, beating
 from endpoints.models import LIVE_INSTANCE_STATES, Deployment, Endpoint, Instance, InstanceState, Phase
 from endpoints.providers import Progress, Provider
 from endpoints.providers.local import capacity, instances
 from flows.execution import EnvironmentBuildError, flow_environment
+from serving import auth
 
 
 class LocalProvider(Provider):
@@ -105,7 +109,22 @@ class LocalProvider(Provider):
             beating(keep, instances.stop_all_instances, deployment)
 
     def apply_routing(self, endpoint: Endpoint) -> None:
-        publishing.publish(endpoint)
+        transaction.on_commit(lambda: publishing.publish(endpoint))
 
     def withdraw(self, endpoint_name: str) -> None:
         publishing.withdraw(endpoint_name)
+
+    def keys(self, endpoint: Endpoint) -> dict[str, str]:
+        return endpoint.get_keys()
+
+    def regenerate_key(self, endpoint: Endpoint, which: str) -> None:
+        with transaction.atomic():
+            locked = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+            keys = locked.get_keys()
+            keys[which] = auth.new_key()
+            locked.set_keys(keys)
+            locked.save(update_fields=["keys_encrypted", "updated_at"])
+        publishing.publish(locked)  # the old key stops working as soon as the gateway applies this
+
+    def token(self, endpoint: Endpoint) -> dict:
+        return auth.issue_token(endpoint.name, auth.signing_key(settings.FLOWDEPLOY_SECRET_KEY or settings.SECRET_KEY))

@@ -1,0 +1,325 @@
+"""The Azure Machine Learning provider: an endpoint of a project connected to an Azure ML workspace
+(workspace/azure.py) becomes a managed online endpoint, each deployment a managed online deployment.
+
+Every long call (`begin_create_or_update`, `begin_delete`) is polled here in the Celery job, between heartbeats,
+so a deletion can stop a job at its next check and the reaper sees a live job. Nothing is kept between polls
+but the names, which are the rows' own: a job run again gets the same model and environment versions (content
+hashed) and finds what the previous run made.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.polling import LROPoller
+
+from django.db import transaction
+
+from endpoints.jobs import Job, ProvisioningFailed
+from endpoints.models import Deployment, Endpoint, IdentityType, Phase
+from endpoints.providers import Progress, Provider
+from endpoints.providers.azureml import artifacts
+from workspace import azure
+from workspace.crypto import SecretsUnreadable
+
+POLL_SECONDS = 2.0
+CONTAINER_TYPES = {"inference-server": "InferenceServer", "storage-initializer": "StorageInitializer"}
+
+
+class AzureFailed(ProvisioningFailed):
+    """An Azure operation failed: which one, and Azure's message verbatim."""
+
+    def __init__(self, operation: str, exc: Exception):
+        super().__init__(f"{operation} failed: {azure.azure_message(exc)}")
+
+
+def workspace_of(endpoint: Endpoint):
+    workspace = azure.project_workspace(endpoint.project)
+    if workspace is None:
+        raise ProvisioningFailed(
+            f"Endpoint {endpoint.name} runs on Azure Machine Learning, but project '{endpoint.project}' is not "
+            "connected to an Azure ML workspace. An Owner connects it on the project's Azure Machine Learning page."
+        )
+    return workspace
+
+
+def client_for(endpoint: Endpoint):
+    try:
+        return azure.ml_client(workspace_of(endpoint))
+    except SecretsUnreadable as exc:
+        raise ProvisioningFailed(f"The Azure workspace's saved credential cannot be used: {exc}") from exc
+
+
+def info_for(endpoint: Endpoint) -> artifacts.WorkspaceInfo:
+    workspace = workspace_of(endpoint)
+    return artifacts.WorkspaceInfo(workspace.subscription_id, workspace.resource_group, workspace.workspace_name)
+
+
+def wait(poller: LROPoller, check: Callable[[], None], operation: str) -> Any:
+    """The poller's result, checking the job (heartbeat, cancellation) between polls."""
+    try:
+        while not poller.done():
+            check()
+            poller.wait(POLL_SECONDS)
+        return poller.result()
+    except HttpResponseError as exc:
+        raise AzureFailed(operation, exc) from exc
+
+
+def _get_or_none(get: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return get(*args, **kwargs)
+    except ResourceNotFoundError:
+        return None
+
+
+class AzureMLProvider(Provider):
+    name = "azureml"
+
+    def capacity_problem(self, vm_size: str, instance_count: int, excluding: Deployment | None = None) -> str:
+        return ""  # Azure checks the subscription's quota itself; its refusal is shown as it words it
+
+    def validate(self, job: Job) -> list[str]:
+        deployment = job.deployment
+        client = client_for(deployment.endpoint)
+        missing = []
+        for name in sorted(deployment.flow_version.connection_names()):
+            target = deployment.connection_overrides.get(name) or name
+            try:
+                if _get_or_none(client.connections.get, target) is None:
+                    missing.append(target)
+            except HttpResponseError as exc:
+                raise AzureFailed(f"Reading connection {target} of the Azure ML workspace", exc) from exc
+        if not missing:
+            return []
+        workspace = workspace_of(deployment.endpoint)
+        return [
+            f"Connection(s) {', '.join(missing)} are not in Azure ML workspace {workspace.workspace_name}: on Azure, "
+            "a flow reads the workspace's connections by name. Create them there (az ml connection create) first."
+        ]
+
+    def build_environment(self, job: Job):
+        deployment = job.deployment
+        client = client_for(deployment.endpoint)
+        with tempfile.TemporaryDirectory(prefix="flowdeploy-azure-env-") as folder:
+            context = artifacts.write_build_context(deployment, Path(folder) / "environment")
+            environment = artifacts.environment_for(deployment, context)
+            job.advance(
+                Phase.BUILDING_ENVIRONMENT,
+                f"Registering environment {environment.name}:{environment.version} on Azure ML: a Docker build "
+                "context (python, the pinned flow runtime, the flow's requirements.txt); Azure builds its image "
+                "when the deployment first needs it.",
+            )
+            found = self._find(client.environments.get, environment.name, environment.version, "Getting environment")
+            if found is not None:
+                return found
+            try:
+                return client.environments.create_or_update(environment)
+            except HttpResponseError as exc:
+                raise AzureFailed(f"Registering environment {environment.name}:{environment.version}", exc) from exc
+
+    def register_model(self, job: Job):
+        version = job.deployment.flow_version
+        if not version.snapshot_dir.is_dir():
+            raise ProvisioningFailed(f"The snapshot of flow {version} is missing from {version.snapshot_dir}.")
+        model = artifacts.model_for(version)
+        job.advance(
+            Phase.REGISTERING_MODEL,
+            f"Registering flow {version.flow.name}, version {version.version} ({version.short_hash}) as model "
+            f"{model.name}:{model.version} on Azure ML.",
+        )
+        client = client_for(job.deployment.endpoint)
+        found = self._find(client.models.get, model.name, model.version, "Getting model")
+        if found is not None:
+            return found
+        try:
+            return client.models.create_or_update(model)
+        except HttpResponseError as exc:
+            raise AzureFailed(f"Registering model {model.name}:{model.version}", exc) from exc
+
+    @staticmethod
+    def _find(get: Callable[..., Any], name: str, version: str, operation: str) -> Any:
+        try:
+            return _get_or_none(get, name=name, version=version)
+        except HttpResponseError as exc:
+            raise AzureFailed(f"{operation} {name}:{version}", exc) from exc
+
+    def create_deployment(self, job: Job, environment, model) -> LROPoller:
+        deployment = job.deployment
+        endpoint = deployment.endpoint
+        client = client_for(endpoint)
+        info = info_for(endpoint)
+        job.advance(
+            Phase.CREATING_DEPLOYMENT,
+            f"Creating deployment {deployment.name} on Azure ML: {deployment.instance_count} x {deployment.vm_size}.",
+        )
+        self._ensure_endpoint(job, client, info)
+        client_id = None
+        if endpoint.identity_type == IdentityType.USER and endpoint.user_assigned_identity is not None:
+            client_id = str(endpoint.user_assigned_identity.client_id)
+        entity = artifacts.deployment_for(deployment, model, environment, info, client_id)
+        try:
+            return client.online_deployments.begin_create_or_update(entity)
+        except HttpResponseError as exc:
+            raise AzureFailed(f"Creating deployment {deployment.name}", exc) from exc
+
+    def _ensure_endpoint(self, job: Job, client, info: artifacts.WorkspaceInfo) -> None:
+        endpoint = job.deployment.endpoint
+        found = _get_or_none(client.online_endpoints.get, endpoint.name)
+        if found is None or found.provisioning_state == "Failed":
+            job.deployment.event(f"Creating endpoint {endpoint.name} on Azure ML.")
+            entity = artifacts.endpoint_for(endpoint, artifacts.identity_resource_id(endpoint, info))
+            try:
+                poller = client.online_endpoints.begin_create_or_update(entity)
+            except HttpResponseError as exc:
+                raise AzureFailed(f"Creating endpoint {endpoint.name}", exc) from exc
+            found = wait(poller, lambda: job.check(every=1.0), f"Creating endpoint {endpoint.name}")
+        Endpoint.objects.filter(pk=endpoint.pk).update(
+            azure_scoring_uri=found.scoring_uri or "", azure_swagger_uri=found.openapi_uri or ""
+        )
+        endpoint.azure_scoring_uri, endpoint.azure_swagger_uri = found.scoring_uri or "", found.openapi_uri or ""
+
+    def wait_until_ready(self, job: Job, created: LROPoller, environment) -> None:
+        deployment = job.deployment
+        job.advance(
+            Phase.PROBING,
+            f"Waiting for Azure ML to report deployment {deployment.name} Succeeded (its instances pass their "
+            "readiness probe on /health).",
+        )
+        wait(created, lambda: job.check(every=1.0), f"Creating deployment {deployment.name}")
+
+    def go_live(self, job: Job, created) -> None:
+        deployment = job.deployment
+        deployment.endpoint.refresh_from_db()
+        self._set_traffic(deployment.endpoint, lambda: job.check(every=1.0))
+
+    def _set_traffic(self, endpoint: Endpoint, check: Callable[[], None]) -> None:
+        client = client_for(endpoint)
+        operation = f"Setting the traffic of endpoint {endpoint.name}"
+        try:
+            remote = client.online_endpoints.get(endpoint.name)
+        except HttpResponseError as exc:
+            raise AzureFailed(operation, exc) from exc
+        traffic = artifacts.traffic_for(endpoint)
+        if (dict(remote.traffic or {}), dict(remote.mirror_traffic or {})) == tuple(traffic):
+            return
+        remote.traffic, remote.mirror_traffic = traffic.traffic, traffic.mirror_traffic
+        try:
+            poller = client.online_endpoints.begin_create_or_update(remote)
+        except HttpResponseError as exc:
+            raise AzureFailed(operation, exc) from exc
+        wait(poller, check, operation)
+
+    def stop_unpublished(self, deployment: Deployment) -> None:
+        """Nothing to stop: a managed deployment that failed stays in the workspace as Failed (as Azure AI Studio
+        leaves it), and an update that failed leaves Azure serving what it served."""
+
+    def stop_unserving(self, deployment: Deployment) -> None:
+        """Nothing to stop: Azure replaces a deployment's instances itself."""
+
+    def remove_deployment(self, deployment: Deployment, keep: Callable[[], None], progress: Progress) -> None:
+        endpoint = deployment.endpoint
+        client = client_for(endpoint)
+        progress(f"Deleting {deployment} on Azure ML.")
+        endpoint.refresh_from_db()
+        if deployment.live_generation and _get_or_none(client.online_endpoints.get, endpoint.name) is not None:
+            self._set_traffic(endpoint, keep)  # Azure refuses to delete a deployment that has traffic
+        operation = f"Deleting deployment {deployment.name}"
+        try:
+            poller = client.online_deployments.begin_delete(name=deployment.name, endpoint_name=endpoint.name)
+        except ResourceNotFoundError:
+            return  # already gone: a deletion run again
+        except HttpResponseError as exc:
+            raise AzureFailed(operation, exc) from exc
+        _wait_deleted(poller, keep, operation)
+
+    def remove_endpoint(
+        self, endpoint: Endpoint, deployments: list[Deployment], keep: Callable[[], None], progress: Progress
+    ) -> None:
+        client = client_for(endpoint)
+        progress(f"Deleting endpoint {endpoint.name} and its {len(deployments)} deployment(s) on Azure ML.")
+        operation = f"Deleting endpoint {endpoint.name}"
+        try:
+            poller = client.online_endpoints.begin_delete(name=endpoint.name)
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as exc:
+            raise AzureFailed(operation, exc) from exc
+        _wait_deleted(poller, keep, operation)
+
+    def apply_routing(self, endpoint: Endpoint) -> None:
+        """Traffic changes are long on Azure: a task applies them. Before a deployment went live, Azure has
+        no endpoint yet (the first deployment creates it): nothing to apply."""
+        from endpoints import tasks
+
+        if endpoint.deployments.filter(live_generation__gt=0).exists():
+            transaction.on_commit(lambda: tasks.apply_routing.delay(endpoint.pk))
+
+    def apply_routing_now(self, endpoint: Endpoint) -> None:
+        self._set_traffic(endpoint, lambda: None)
+
+    def withdraw(self, endpoint_name: str) -> None:
+        """Azure revokes the keys when it deletes the endpoint (remove_endpoint)."""
+
+    # --- keys, tokens and logs ---------------------------------------------------------------
+
+    def keys(self, endpoint: Endpoint) -> dict[str, str]:
+        try:
+            found = client_for(endpoint).online_endpoints.get_keys(endpoint.name)
+        except HttpResponseError as exc:
+            raise AzureFailed(f"Getting the keys of endpoint {endpoint.name}", exc) from exc
+        return {"primary": found.primary_key or "", "secondary": found.secondary_key or ""}
+
+    def regenerate_key(self, endpoint: Endpoint, which: str) -> None:
+        operation = f"Regenerating the {which} key of endpoint {endpoint.name}"
+        client = client_for(endpoint)
+        try:
+            poller = client.online_endpoints.begin_regenerate_keys(endpoint.name, key_type=which)
+        except HttpResponseError as exc:
+            raise AzureFailed(operation, exc) from exc
+        wait(poller, lambda: None, operation)
+
+    def token(self, endpoint: Endpoint) -> dict:
+        try:
+            found = client_for(endpoint).online_endpoints.get_keys(endpoint.name)
+        except HttpResponseError as exc:
+            raise AzureFailed(f"Getting a token for endpoint {endpoint.name}", exc) from exc
+        return {
+            "accessToken": found.access_token,
+            "tokenType": found.token_type or "Bearer",
+            "expiryTimeUtc": found.expiry_time_utc,
+            "refreshAfterTimeUtc": found.refresh_after_time_utc,
+        }
+
+    def logs(self, deployment: Deployment, lines: int, container: str = "inference-server") -> str:
+        if container not in CONTAINER_TYPES:
+            raise ValueError(f"Container: one of {', '.join(CONTAINER_TYPES)}, not {container!r}.")
+        client = client_for(deployment.endpoint)
+        try:
+            return client.online_deployments.get_logs(
+                name=deployment.name, endpoint_name=deployment.endpoint.name, lines=lines, container_type=container
+            )
+        except HttpResponseError as exc:
+            raise AzureFailed(f"Getting the logs of {deployment}", exc) from exc
+
+    def remote_state(self, deployment: Deployment) -> str:
+        """What Azure says of the deployment now (Creating, Succeeded, Failed...), or "" when it has none."""
+        found = _get_or_none(
+            client_for(deployment.endpoint).online_deployments.get,
+            name=deployment.name,
+            endpoint_name=deployment.endpoint.name,
+        )
+        return found.provisioning_state if found is not None else ""
+
+
+def _wait_deleted(poller: LROPoller, keep: Callable[[], None], operation: str) -> None:
+    try:
+        wait(poller, keep, operation)
+    except AzureFailed as failed:
+        if isinstance(failed.__cause__, ResourceNotFoundError):
+            return
+        raise

@@ -1,0 +1,218 @@
+"""The Azure ML provider end to end through the studio's services and its provisioning state machine, with
+azure-ai-ml's real MLClient talking to a fake Azure Resource Manager (tests/fake_arm.py): the REST payloads
+for the wizard's choices, the polling through Creating, Azure's failures on the page, throttling, keys,
+logs and deletion. No Azure is reachable here; docs/azure.md says what was verified only against the fake."""
+
+import pytest
+from fake_arm import RESOURCE_GROUP, SUBSCRIPTION_ID, WORKSPACE, FakeArm, FakeCredential
+from roles import member
+
+from django.core.exceptions import ValidationError
+
+import workspace.azure
+from endpoints import provisioning, services
+from endpoints.models import Deployment, DeploymentState, Endpoint, Phase, Provider
+from endpoints.providers import provider_for
+from workspace.models import AzureWorkspace, Notification, Project, ProjectRole
+
+pytest_plugins = ["fake_arm"]  # the fake_azure fixture
+
+pytestmark = pytest.mark.filterwarnings("ignore")  # azure-ai-ml's experimental-class and marshmallow warnings
+
+DEPLOYMENT_PATH = "/onlineEndpoints/ep-azure/deployments/blue"
+
+
+@pytest.fixture
+def azure(fake_azure: FakeArm, monkeypatch, db) -> FakeArm:
+    """The default project connected to the fake's workspace; every client the studio builds talks to the fake."""
+    AzureWorkspace.objects.create(
+        project=Project.default(),
+        subscription_id=SUBSCRIPTION_ID,
+        resource_group=RESOURCE_GROUP,
+        workspace_name=WORKSPACE,
+        credential_type="default",
+    )
+    monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake_azure, "credential": FakeCredential()})
+    return fake_azure
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return member(django_user_model.objects.create_user("azure-owner", password="pw-azure-1"), ProjectRole.OWNER)
+
+
+def deploy(import_flow, owner, flow: str = "chat-stream-offline", endpoint_kwargs=None, **values) -> Deployment:
+    """Create the endpoint and deployment as the wizard's service does, then run the provisioning job here."""
+    version = import_flow(flow)
+    endpoint = Endpoint.objects.filter(name="ep-azure").first() or services.create_endpoint(
+        "ep-azure", user=owner, provider=Provider.AZUREML, **(endpoint_kwargs or {})
+    )
+    values = {"vm_size": "Standard_DS3_v2", **values}
+    deployment = services.create_or_update_deployment(endpoint, "blue", version, user=owner, **values)
+    provisioning.provision(deployment.pk)
+    deployment.refresh_from_db()
+    return deployment
+
+
+def test_it_refuses_the_azure_provider_for_a_project_without_a_workspace(db, owner):
+    with pytest.raises(ValidationError) as refused:
+        services.create_endpoint("ep-azure", user=owner, provider=Provider.AZUREML)
+    assert "not connected to an Azure ML workspace" in refused.value.message_dict["provider"][0]
+    assert not Endpoint.objects.exists()
+
+
+def test_it_deploys_a_chat_flow_to_a_managed_online_endpoint(azure, import_flow, owner):
+    deployment = deploy(import_flow, owner)
+
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+    phases = list(deployment.events.values_list("phase", flat=True))
+    for phase in (Phase.VALIDATING, Phase.BUILDING_ENVIRONMENT, Phase.REGISTERING_MODEL, Phase.PROBING):
+        assert phase in phases
+    # The model: the flow snapshot, with the properties Azure AI Studio's Test tab reads.
+    model = azure.body("PUT", "/models/chat-stream-offline/versions/1")["properties"]
+    assert model["modelType"] == "custom_model"
+    assert model["properties"]["azureml.promptflow.source_flow_id"] == "chat-stream-offline"
+    assert model["properties"]["azureml.promptflow.mode"] == "chat"
+    assert model["properties"]["azureml.promptflow.chat_input"] == "question"
+    assert any(name.endswith("flow.dag.yaml") for name in azure.uploaded())
+    # The environment: our build context with promptflow's routes on 8080, not a retired runtime image.
+    (environment,) = azure.bodies("PUT", "/environments/chat-stream-offline-env/versions/" + _env_version(azure))
+    assert environment["properties"]["build"]["contextUri"].startswith("https://fakestorage.blob.core.windows.net/")
+    assert environment["properties"]["inferenceConfig"]["scoringRoute"] == {"path": "/score", "port": 8080}
+    assert any(name.endswith("/Dockerfile") for name in azure.uploaded())
+    # The endpoint: key auth, system-assigned identity, enforce access to the default secret stores.
+    created = azure.bodies("PUT", "/onlineEndpoints/ep-azure")[0]
+    assert created["identity"] == {"type": "SystemAssigned"}
+    assert created["properties"]["authMode"] == "Key"
+    assert created["properties"]["properties"] == {"enforce_access_to_default_secret_stores": "enabled"}
+    # The deployment, then 100% of the traffic to it.
+    sent = azure.body("PUT", DEPLOYMENT_PATH)
+    assert sent["sku"]["capacity"] == 1
+    properties = sent["properties"]
+    assert properties["instanceType"] == "Standard_DS3_v2"
+    assert properties["model"].endswith("/models/chat-stream-offline/versions/1")
+    assert properties["requestSettings"]["requestTimeout"] == "PT1M30S"
+    assert properties["environmentVariables"]["PRT_CONFIG_OVERRIDE"] == (
+        f"deployment.subscription_id={SUBSCRIPTION_ID},deployment.resource_group={RESOURCE_GROUP},"
+        f"deployment.workspace_name={WORKSPACE},deployment.endpoint_name=ep-azure,deployment.deployment_name=blue"
+    )
+    assert "dataCollector" not in properties
+    assert properties["appInsightsEnabled"] is False
+    assert azure.body("PUT", "/onlineEndpoints/ep-azure")["properties"]["traffic"] == {"blue": 100}
+    # The studio now points clients at Azure's scoring URI, and the job's notification says it succeeded.
+    endpoint = Endpoint.objects.get(name="ep-azure")
+    assert endpoint.scoring_uri == "https://ep-azure.eastus2.inference.ml.azure.com/score"
+    assert endpoint.traffic == {"blue": 100}
+    note = Notification.objects.get(pk=deployment.notification_id)
+    assert (note.level, note.body) == ("success", "ep-azure/blue succeeded.")
+
+
+def _env_version(azure: FakeArm) -> str:
+    (path,) = {r.path for r in azure.calls("PUT") if "/environments/chat-stream-offline-env/versions/" in r.path}
+    return path.rsplit("/", 1)[1]
+
+
+def test_it_sends_the_wizards_choices_to_azure(azure, import_flow, owner):
+    deployment = deploy(
+        import_flow,
+        owner,
+        flow="web-classification-offline",
+        endpoint_kwargs={
+            "auth_type": "aml_token",
+            "enforce_access_to_connection_secrets": False,
+            "tags": {"team": "a"},
+        },
+        instance_count=3,
+        vm_size="Standard_DS4_v2",
+        request_timeout_ms=400_000,
+        max_concurrent_requests_per_instance=4,
+        data_collection=True,
+        app_insights_enabled=True,
+        selected_outputs=["category"],
+        environment_variables={"LOG_LEVEL": "debug"},
+    )
+
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+    created = azure.bodies("PUT", "/onlineEndpoints/ep-azure")[0]
+    assert created["properties"]["authMode"] == "AMLToken"
+    assert created["properties"]["properties"] == {"enforce_access_to_default_secret_stores": "disabled"}
+    assert created["tags"] == {"team": "a"}
+    sent = azure.body("PUT", DEPLOYMENT_PATH)
+    assert sent["sku"]["capacity"] == 3
+    properties = sent["properties"]
+    assert properties["instanceType"] == "Standard_DS4_v2"
+    assert properties["requestSettings"] == {
+        "requestTimeout": "PT5M",  # Azure's ceiling: 400 s asked, 300 s sent
+        "maxConcurrentRequestsPerInstance": 4,
+    } | {k: v for k, v in properties["requestSettings"].items() if k == "maxQueueWait"}
+    assert properties["appInsightsEnabled"] is True
+    assert set(properties["dataCollector"]["collections"]) == {"model_inputs", "model_outputs"}
+    variables = properties["environmentVariables"]
+    assert variables["PROMPTFLOW_RESPONSE_INCLUDED_FIELDS"] == '["category"]'
+    assert variables["LOG_LEVEL"] == "debug"
+
+
+def test_it_shows_azures_failure_on_the_deployment_page(azure, import_flow, owner, client):
+    message = "User container has crashed or terminated: liveness probe failed on /health."
+    azure.fail_next(DEPLOYMENT_PATH, "ResourceNotReady", message)
+
+    deployment = deploy(import_flow, owner)
+
+    assert deployment.state == DeploymentState.FAILED
+    assert deployment.failure_reason == f"Creating deployment blue failed: (ResourceNotReady) {message}"
+    assert azure.state_history(DEPLOYMENT_PATH)[-1] == "Failed"
+    client.force_login(owner)
+    page = client.get(deployment.get_absolute_url()).content.decode()
+    assert "(ResourceNotReady) User container has crashed or terminated" in page
+    note = Notification.objects.get(pk=deployment.notification_id)
+    assert note.level == "error" and message in note.body
+
+
+def test_it_polls_the_deployment_through_creating_to_succeeded(azure, import_flow, owner):
+    azure.polls_before_done = 3
+
+    deployment = deploy(import_flow, owner)
+
+    assert deployment.state == DeploymentState.SUCCEEDED
+    assert azure.state_history(DEPLOYMENT_PATH)[:2] == ["Creating", "Succeeded"]
+    assert azure.state_history("/onlineEndpoints/ep-azure")[0] == "Creating"
+
+
+def test_it_retries_throttled_calls(azure, import_flow, owner):
+    azure.throttle_next(3)
+
+    deployment = deploy(import_flow, owner)
+
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+    assert sum(1 for r in azure.requests if r.status == 429) == 3
+
+
+def test_it_reads_and_regenerates_keys_and_logs_through_azure(azure, import_flow, owner):
+    deployment = deploy(import_flow, owner)
+    endpoint = deployment.endpoint
+    first = services.credentials(endpoint)
+    assert first["primaryKey"] and first["primaryKey"] == azure.endpoint_keys["ep-azure"]["primaryKey"]
+
+    services.regenerate_key(endpoint, "primary", user=owner)
+
+    again = services.credentials(endpoint)
+    assert again["primaryKey"] != first["primaryKey"]
+    assert again["secondaryKey"] == first["secondaryKey"]
+    azure.logs[("ep-azure", "blue", "StorageInitializer")] = "line 1\nline 2\nline 3"
+    assert provider_for(endpoint).logs(deployment, 2, "storage-initializer") == "line 2\nline 3"
+
+
+def test_it_deletes_the_deployment_then_the_endpoint_on_azure(azure, import_flow, owner):
+    deployment = deploy(import_flow, owner)
+    endpoint = deployment.endpoint
+    services.set_traffic(endpoint, {"blue": 0})  # Azure refuses to delete a deployment that has traffic
+    services.delete_deployment(Deployment.objects.get(pk=deployment.pk), user=owner)
+
+    assert provisioning.delete_deployment(deployment.pk)
+
+    assert not Deployment.objects.filter(pk=deployment.pk).exists()
+    assert azure.state_history(DEPLOYMENT_PATH)[-1] == "Deleted"
+    services.delete_endpoint(Endpoint.objects.get(pk=endpoint.pk), user=owner)
+    assert provisioning.delete_endpoint(endpoint.pk)
+    assert not Endpoint.objects.filter(pk=endpoint.pk).exists()
+    assert azure.state_history("/onlineEndpoints/ep-azure")[-1] == "Deleted"

@@ -24,6 +24,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from api.models import PersonalAccessToken
+from endpoints.providers import ProviderError
 from flows.importing import FlowImportError
 from workspace import access
 from workspace.access import AccessDenied, Action
@@ -220,6 +221,8 @@ def api_view(*methods: str, public: bool = False, multipart: bool = False) -> Ca
                 return error_response(400, error.code, error.message, error.field, **error.extra)
             except AccessDenied as exc:
                 return forbidden(exc)
+            except ProviderError as exc:
+                return error_response(502, "ProviderError", str(exc))
             except (Http404, ObjectDoesNotExist) as exc:
                 return error_response(404, "NotFound", str(exc) or "Not found.")
             except PermissionDenied as exc:

@@ -500,7 +500,7 @@ SCHEMAS: dict[str, dict] = {
         "properties": {
             "name": {"type": "string"},
             "endpoint_name": {"type": "string"},
-            "container": {"type": "string", "enum": ["inference-server", "events"]},
+            "container": {"type": "string", "enum": ["inference-server", "storage-initializer", "events"]},
             "instance": {"type": ["integer", "null"]},
             "lines": {"type": "integer"},
             "content": {"type": "string"},
@@ -755,7 +755,9 @@ def _paths() -> dict[str, dict]:
                 _query_param("lines", "How many lines from the end", "integer", default=100, minimum=1, maximum=5000),
                 _query_param("instance", "The instance ordinal (default: the first live one)", "integer", minimum=0),
                 _query_param(
-                    "container", "inference-server (an instance's log) or events", enum=["inference-server", "events"]
+                    "container",
+                    "inference-server (an instance's log), storage-initializer (Azure ML only) or events",
+                    enum=["inference-server", "storage-initializer", "events"],
                 ),
             ],
             "get": _op(

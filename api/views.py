@@ -41,7 +41,8 @@ from api.models import PersonalAccessToken
 from api.openapi import document
 from endpoints import logs as instance_logs
 from endpoints import scoring, services
-from endpoints.models import AuthType, Deployment, DeploymentState, Endpoint, IdentityType
+from endpoints.models import AuthType, Deployment, DeploymentState, Endpoint, IdentityType, Provider
+from endpoints.providers import provider_for
 from flows import importing
 from flows.models import Flow, FlowSource, FlowVersion
 from workspace import access
@@ -51,7 +52,7 @@ from workspace.models import Connection, Membership, Project, ProjectRole
 
 MAX_TOKEN_DAYS = 366
 MAX_LOG_LINES = 5000
-LOG_CONTAINERS = ("inference-server", "events")
+LOG_CONTAINERS = ("inference-server", "storage-initializer", "events")
 ENDPOINT_RENAMES = {
     "auth_type": "auth_mode",
     "identity_type": "identity.type",
@@ -556,6 +557,14 @@ def deployment_logs(request, endpoint: str, name: str):
             f"{e.created_at:%Y-%m-%dT%H:%M:%SZ} {e.level.upper():5} {e.phase}: {e.message}" for e in events
         )
         return ok({**base, "instance": None, "content": text, "events": [rep.event_json(e) for e in events]})
+    if deployment.endpoint.provider == Provider.AZUREML:  # Azure's containers, as `az ml ... get-logs` reads them
+        return ok(
+            {**base, "instance": None, "content": provider_for(deployment.endpoint).logs(deployment, lines, container)}
+        )
+    if container == "storage-initializer":
+        raise bad_request(
+            "container: storage-initializer logs exist on Azure ML only; here the flow is copied.", "container"
+        )
     instances = rep.current_instances(deployment)
     ordinal = _int_param(request, "instance", None, 0, 10_000)
     if ordinal is not None:

@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from endpoints.jobs import Job
+from endpoints.jobs import Job, ProvisioningFailed
 from endpoints.models import Deployment, Endpoint
 from endpoints.models import Provider as ProviderName
 
 Progress = Callable[[str], None]
+
+
+class ProviderError(ProvisioningFailed):
+    """The provider's service failed an operation (Azure said no, or could not be reached): the message says
+    which operation and what the service answered. A job fails with it; a page or API call shows it (502)."""
 
 
 class Provider:

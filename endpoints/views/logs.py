@@ -4,6 +4,7 @@ and the deployment's events."""
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
@@ -13,7 +14,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from endpoints import logs as instance_logs
-from endpoints.models import Deployment, Instance
+from endpoints.models import Deployment, Instance, Provider
+from endpoints.providers import ProviderError, provider_for
 from endpoints.views.common import get_polled_deployment, page_context
 from workspace.access import Action
 
@@ -26,13 +28,19 @@ def logs(request, endpoint: str, name: str):
     deployment = get_polled_deployment(request, endpoint, name, Action.READ_DATA)  # a log can hold inputs
     if isinstance(deployment, HttpResponse):
         return deployment
-    instances = instance_logs.readable_instances(deployment)
-    chosen = _chosen_instance(request, deployment, instances)
     error = None
     try:
         lines = instance_logs.parse_lines(request.GET.get("lines"))
     except ValueError as exc:
         lines, error = instance_logs.DEFAULT_LINES, str(exc)
+    if deployment.endpoint.provider == Provider.AZUREML:
+        instances = list(AZURE_CONTAINERS)
+        chosen = _chosen_container(request)
+        log, error = _azure_log(deployment, chosen, lines, error)
+    else:
+        instances = instance_logs.readable_instances(deployment)
+        chosen = _chosen_instance(request, deployment, instances)
+        log = None if error or chosen is None else instance_logs.tail(chosen.log_path, lines)
     follow = request.GET.get("follow") == "on"
     url = reverse("endpoints:logs", args=[deployment.endpoint.name, deployment.name])
     context = page_context(request, deployment, "logs")
@@ -52,7 +60,7 @@ def logs(request, endpoint: str, name: str):
             # the first one to start.
             "poll_url": f"{url}?{_query(chosen, lines)}" if follow and not error else "",
             "every": FOLLOW_EVERY,
-            "log": None if error or chosen is None else instance_logs.tail(chosen.log_path, lines),
+            "log": log,
             "events": deployment.events.all(),
         }
     )
@@ -60,6 +68,37 @@ def logs(request, endpoint: str, name: str):
     if request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request:
         template += "#log"
     return render(request, template, context)
+
+
+class Container(NamedTuple):
+    """An Azure ML deployment's container whose log `az ml online-deployment get-logs` reads."""
+
+    id: str
+    label: str
+
+
+AZURE_CONTAINERS = (
+    Container("inference-server", "Inference server (Azure ML)"),
+    Container("storage-initializer", "Storage initializer (Azure ML)"),
+)
+
+
+def _chosen_container(request) -> Container:
+    wanted = request.GET.get("instance", "").strip() or AZURE_CONTAINERS[0].id
+    for container in AZURE_CONTAINERS:
+        if container.id == wanted:
+            return container
+    raise Http404(f"Azure ML deployments have no container {wanted!r}.")
+
+
+def _azure_log(deployment: Deployment, container: Container, lines: int, error: str | None):
+    """The container's log from Azure, or Azure's error in place of it."""
+    if error:
+        return None, error
+    try:
+        return provider_for(deployment.endpoint).logs(deployment, lines, container.id), None
+    except ProviderError as exc:
+        return None, str(exc)
 
 
 def _chosen_instance(request, deployment: Deployment, instances: list[Instance]) -> Instance | None:
@@ -78,10 +117,12 @@ def _chosen_instance(request, deployment: Deployment, instances: list[Instance])
     raise Http404(f"Deployment {deployment} has no instance {raw!r} with a log.")
 
 
-def _label(instance: Instance) -> str:
+def _label(instance: Instance | Container) -> str:
+    if isinstance(instance, Container):
+        return instance.label
     return f"Instance {instance.ordinal} · generation {instance.generation} · {instance.state}"
 
 
-def _query(chosen: Instance | None, lines: int) -> str:
+def _query(chosen: Instance | Container | None, lines: int) -> str:
     params = {"instance": str(chosen.id)} if chosen else {}
     return urlencode({**params, "lines": lines, "follow": "on"})

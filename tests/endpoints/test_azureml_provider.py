@@ -216,3 +216,44 @@ def test_it_deletes_the_deployment_then_the_endpoint_on_azure(azure, import_flow
     assert provisioning.delete_endpoint(endpoint.pk)
     assert not Endpoint.objects.filter(pk=endpoint.pk).exists()
     assert azure.state_history("/onlineEndpoints/ep-azure")[-1] == "Deleted"
+
+
+def test_the_logs_tab_and_the_api_read_azures_containers(azure, import_flow, owner, client):
+    from api.models import PersonalAccessToken
+
+    deployment = deploy(import_flow, owner)
+    azure.logs[("ep-azure", "blue", "InferenceServer")] = "booting\nserving on 8080"
+    azure.logs[("ep-azure", "blue", "StorageInitializer")] = "model mounted"
+    client.force_login(owner)
+
+    page = client.get(f"{deployment.get_absolute_url()}logs/").content.decode()
+    assert "Inference server (Azure ML)" in page and "serving on 8080" in page
+    page = client.get(f"{deployment.get_absolute_url()}logs/?instance=storage-initializer").content.decode()
+    assert "model mounted" in page
+    token = PersonalAccessToken.issue(owner)[1]
+    answer = client.get(
+        "/api/v1/online-endpoints/ep-azure/deployments/blue/logs?container=storage-initializer&lines=5",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 200
+    assert answer.json()["content"] == "model mounted"
+
+
+def test_azures_refusal_answers_502_with_its_message(azure, import_flow, owner, client):
+    from api.models import PersonalAccessToken
+
+    deploy(import_flow, owner)
+    azure.fail_next(lambda method, path: method == "POST", "AuthorizationFailed", "No regenerateKeys for you.")
+    token = PersonalAccessToken.issue(owner)[1]
+
+    answer = client.post(
+        "/api/v1/online-endpoints/ep-azure/regenerate-keys",
+        data={"key_type": "primary"},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+    assert answer.status_code == 502
+    assert answer.json()["error"]["message"] == (
+        "Regenerating the primary key of endpoint ep-azure failed: (AuthorizationFailed) No regenerateKeys for you."
+    )

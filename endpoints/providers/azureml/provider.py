@@ -21,7 +21,7 @@ from django.db import transaction
 
 from endpoints.jobs import Job, ProvisioningFailed
 from endpoints.models import Deployment, Endpoint, IdentityType, Phase
-from endpoints.providers import Progress, Provider
+from endpoints.providers import Progress, Provider, ProviderError
 from endpoints.providers.azureml import artifacts
 from workspace import azure
 from workspace.crypto import SecretsUnreadable
@@ -30,7 +30,7 @@ POLL_SECONDS = 2.0
 CONTAINER_TYPES = {"inference-server": "InferenceServer", "storage-initializer": "StorageInitializer"}
 
 
-class AzureFailed(ProvisioningFailed):
+class AzureFailed(ProviderError):
     """An Azure operation failed: which one, and Azure's message verbatim."""
 
     def __init__(self, operation: str, exc: Exception):

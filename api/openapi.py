@@ -346,7 +346,7 @@ SCHEMAS: dict[str, dict] = {
             "tags": _string_map(),
             "identity": _ref("Identity"),
             "enforce_access_to_connection_secrets": {"type": "boolean"},
-            "provider": {"type": "string"},
+            "provider": {"type": "string", "enum": ["local", "azureml"]},
             "provisioning_state": {
                 "type": "string",
                 "enum": ["Creating", "Updating", "Succeeded", "Failed", "Deleting"],
@@ -368,6 +368,12 @@ SCHEMAS: dict[str, dict] = {
             "identity": _ref("Identity"),
             "enforce_access_to_connection_secrets": {"type": "boolean", "default": True},
             "project": _project_field("The new endpoint's project."),
+            "provider": {
+                "type": "string",
+                "enum": ["local", "azureml"],
+                "default": "local",
+                "description": "Where its deployments run: this machine, or the project's Azure ML workspace.",
+            },
         },
     },
     "OnlineEndpointUpdate": {

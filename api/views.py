@@ -66,6 +66,7 @@ ENDPOINT_CREATE_FIELDS = (
     "identity",
     "enforce_access_to_connection_secrets",
     "project",
+    "provider",
 )
 ENDPOINT_UPDATE_FIELDS = ("name", "project", "description", "tags", "traffic", "mirror_traffic")
 DEPLOYMENT_FIELDS = ("name", "endpoint_name", "flow", *services.DEPLOYMENT_DEFAULTS)
@@ -382,6 +383,7 @@ def _create_endpoint(request):
             tags=field(data, "tags", dict),
             description=field(data, "description", str, default=""),
             project=project,
+            provider=field(data, "provider", str, default=Provider.LOCAL),
             user=request.user,
         )
     except ValidationError as exc:

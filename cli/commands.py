@@ -178,6 +178,8 @@ def endpoint_create(args) -> int:
         spec.body["name"] = args.name
     if args.auth_mode:
         spec.body["auth_mode"] = args.auth_mode
+    if args.provider:
+        spec.body["provider"] = args.provider
     if not spec.body.get("name"):
         raise CliError(f"{args.file or 'online-endpoint create'}: missing required field 'name' (or give --name).")
     traffic = {key: spec.body.pop(key) for key in ("traffic", "mirror_traffic") if key in spec.body}

@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     _file(command, required=False, help="Azure's endpoint YAML")
     command.add_argument("-n", "--name", help="Overrides the name in the file")
     command.add_argument("--auth-mode", choices=["key", "aml_token"])
+    command.add_argument(
+        "--provider",
+        choices=["local", "azureml"],
+        help="Where it runs: this machine (default) or the project's Azure ML workspace",
+    )
     for name, handler, help in (
         ("show", commands.endpoint_show, "Show an online endpoint"),
         ("get-credentials", commands.endpoint_get_credentials, "The keys (key auth) or a token (aml_token auth)"),

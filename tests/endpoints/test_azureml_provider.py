@@ -257,3 +257,25 @@ def test_azures_refusal_answers_502_with_its_message(azure, import_flow, owner, 
     assert answer.json()["error"]["message"] == (
         "Regenerating the primary key of endpoint ep-azure failed: (AuthorizationFailed) No regenerateKeys for you."
     )
+
+
+def test_the_api_creates_an_azure_endpoint_only_in_a_connected_project(db, owner, client, monkeypatch):
+    from api.models import PersonalAccessToken
+
+    headers = {"Authorization": f"Bearer {PersonalAccessToken.issue(owner)[1]}"}
+    body = {"name": "ep-azure", "provider": "azureml"}
+
+    refused = client.post("/api/v1/online-endpoints", data=body, content_type="application/json", headers=headers)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["field"] == "provider"
+    AzureWorkspace.objects.create(
+        project=Project.default(),
+        subscription_id=SUBSCRIPTION_ID,
+        resource_group=RESOURCE_GROUP,
+        workspace_name=WORKSPACE,
+        credential_type="default",
+    )
+    created = client.post("/api/v1/online-endpoints", data=body, content_type="application/json", headers=headers)
+    assert created.status_code == 201, created.content
+    assert created.json()["provider"] == "azureml"
+    assert Endpoint.objects.get(name="ep-azure").provider == Provider.AZUREML

@@ -6,8 +6,8 @@ from __future__ import annotations
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
-from endpoints.models import Deployment, Endpoint
-from workspace import access, projects
+from endpoints.models import Deployment, Endpoint, Provider
+from workspace import access, azure, projects
 from workspace.access import Action
 
 TABS = (("detail", "Details"), ("test", "Test"), ("consume", "Consume"), ("monitoring", "Monitoring"), ("logs", "Logs"))
@@ -55,4 +55,6 @@ def page_context(request: HttpRequest, deployment: Deployment, tab: str) -> dict
         "can_delete_endpoint": access.can(request.user, Action.DELETE, endpoint),
         "can_read_keys": access.can(request.user, Action.READ_KEYS, endpoint),
         "can_read_data": access.can(request.user, Action.READ_DATA, endpoint),
+        "on_azure": endpoint.provider == Provider.AZUREML,
+        "azure_workspace": azure.project_workspace(endpoint.project) if endpoint.provider == Provider.AZUREML else None,
     }

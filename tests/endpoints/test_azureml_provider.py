@@ -279,3 +279,16 @@ def test_the_api_creates_an_azure_endpoint_only_in_a_connected_project(db, owner
     assert created.status_code == 201, created.content
     assert created.json()["provider"] == "azureml"
     assert Endpoint.objects.get(name="ep-azure").provider == Provider.AZUREML
+
+
+def test_the_details_and_monitoring_tabs_say_the_deployment_runs_on_azure(azure, import_flow, owner, client):
+    deployment = deploy(import_flow, owner, data_collection=True)
+    client.force_login(owner)
+
+    details = client.get(deployment.get_absolute_url()).content.decode()
+
+    assert f"Azure Machine Learning, workspace {WORKSPACE}" in details
+    assert "https://ep-azure.eastus2.inference.ml.azure.com/score" in details
+    assert "Azure collects model inputs and outputs to the workspace's blob store" in details
+    monitoring = client.get(f"{deployment.get_absolute_url()}monitoring/").content.decode()
+    assert "Its request metrics, CPU and memory are in Azure Monitor" in monitoring

@@ -234,4 +234,6 @@ CELERY_BEAT_SCHEDULE = {
     "request-records-ingest": {"task": "monitoring.tasks.ingest_request_records", "schedule": 5.0},
     "instance-samples": {"task": "monitoring.tasks.sample_instances", "schedule": 15.0},
     "request-records-retention": {"task": "monitoring.tasks.remove_old_request_records", "schedule": 600.0},
+    # What Azure says of the Azure ML deployments believed Succeeded (docs/azure.md).
+    "watch-azure-deployments": {"task": "endpoints.tasks.watch_azure", "schedule": 60.0},
 }

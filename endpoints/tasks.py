@@ -35,6 +35,17 @@ def apply_routing(endpoint_id: int) -> None:
 
 
 @shared_task
+def watch_azure() -> None:
+    """Beat: Azure ML deployments that failed or were deleted outside the studio become Failed here."""
+    from endpoints.models import Provider
+
+    if Endpoint.objects.filter(provider=Provider.AZUREML).exists():  # azure-ai-ml is imported only when needed
+        from endpoints.providers.azureml import watch
+
+        watch.watch()
+
+
+@shared_task
 def reconcile() -> None:
     provisioning.reconcile()
 

@@ -292,3 +292,25 @@ def test_the_details_and_monitoring_tabs_say_the_deployment_runs_on_azure(azure,
     assert "Azure collects model inputs and outputs to the workspace's blob store" in details
     monitoring = client.get(f"{deployment.get_absolute_url()}monitoring/").content.decode()
     assert "Its request metrics, CPU and memory are in Azure Monitor" in monitoring
+
+
+def test_the_watch_fails_a_deployment_deleted_outside_the_studio(azure, import_flow, owner, settings):
+    from fake_arm import ml_client
+
+    from endpoints.providers.azureml import watch
+
+    deployment = deploy(import_flow, owner)
+    assert watch.watch() == 0  # Azure agrees: nothing changes
+    client = ml_client(azure)
+    remote = client.online_endpoints.get("ep-azure")
+    remote.traffic = {}
+    client.online_endpoints.begin_create_or_update(remote).result()
+    client.online_deployments.begin_delete(name="blue", endpoint_name="ep-azure").result()
+
+    assert watch.watch() == 1
+
+    deployment.refresh_from_db()
+    assert deployment.state == DeploymentState.FAILED
+    assert "it was deleted outside the studio" in deployment.failure_reason
+    assert deployment.events.last().level == "error"
+    assert settings.CELERY_BEAT_SCHEDULE["watch-azure-deployments"]["task"] == "endpoints.tasks.watch_azure"

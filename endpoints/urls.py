@@ -24,6 +24,7 @@ urlpatterns = [
     path("endpoints/<str:endpoint>/", endpoint_page.endpoint_page, name="endpoint"),
     path("endpoints/<str:endpoint>/traffic/", deployments.traffic, name="traffic"),
     path("endpoints/<str:endpoint>/delete/", deployments.delete_endpoint, name="delete_endpoint"),
+    path("endpoints/<str:endpoint>/azure-roles/grant/", endpoint_page.grant_azure_roles, name="grant_azure_roles"),
     path("endpoints/<str:endpoint>/keys/<str:which>/", consume.key, name="key"),
     path("endpoints/<str:endpoint>/keys/<str:which>/regenerate/", consume.regenerate_key, name="regenerate_key"),
     path("endpoints/<str:endpoint>/token/", consume.token, name="token"),

@@ -2,7 +2,8 @@
 and its user-assigned managed identities.
 
 Any member sees these pages; only an Owner (Action.MANAGE_ACCESS) adds or removes role assignments and members.
-Contributors create user-assigned identities (Action.DEPLOY) and delete unused ones (Action.DELETE).
+Contributors create user-assigned identities (Action.DEPLOY) and delete unused ones (Action.DELETE); Owners set
+their ids in Azure when the project is connected to an Azure ML workspace.
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from endpoints.models import Endpoint
-from workspace import access, identities, members, projects
+from workspace import access, azure, identities, members, projects
 from workspace.access import Action
-from workspace.forms import ManagedIdentityForm, MemberAddForm, MemberRoleForm, RoleAssignmentForm
+from workspace.forms import (
+    IdentityAzureForm,
+    ManagedIdentityForm,
+    MemberAddForm,
+    MemberRoleForm,
+    RoleAssignmentForm,
+)
 from workspace.models import BuiltInRole, ManagedIdentity, Membership, Project, RoleAssignment
 
 
@@ -238,48 +245,100 @@ def member_remove(request: HttpRequest, project: str, pk: int) -> HttpResponse:
 # --- user-assigned managed identities ----------------------------------------------------------
 
 
+def _azure_form(identity: ManagedIdentity, data: Any = None) -> IdentityAzureForm:
+    initial = {name: getattr(identity, name) for name in identities.AZURE_ID_FIELDS}
+    return IdentityAzureForm(data, initial=initial, prefix=f"azure-{identity.pk}")
+
+
+def _identities_response(
+    request: HttpRequest,
+    project: Project,
+    form: ManagedIdentityForm | None = None,
+    azure_forms: dict[int, IdentityAzureForm] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The Managed identities page, with the forms given (bound, with their errors) or blank ones."""
+    rows = list(ManagedIdentity.objects.filter(project=project).prefetch_related("endpoints").order_by("name"))
+    held: dict = {}
+    for assignment in project.role_assignments.all():
+        held.setdefault(assignment.principal_id, []).append(assignment)
+    for row in rows:
+        row.assignments = held.get(row.principal_id, [])
+        row.used_by = [e.name for e in row.endpoints.all()]
+        row.azure_form = (azure_forms or {}).get(row.pk) or _azure_form(row)
+    return render(
+        request,
+        "workspace/access/identities.html",
+        {
+            "project": project,
+            "identities": rows,
+            "form": form or ManagedIdentityForm(),
+            "can_create": access.allows(request.user, Action.DEPLOY, project),
+            "can_delete": access.allows(request.user, Action.DELETE, project),
+            "can_manage": access.allows(request.user, Action.MANAGE_ACCESS, project),
+            "azure_workspace": azure.project_workspace(project),
+        },
+        status=status,
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def identities_page(request: HttpRequest, project: str) -> HttpResponse:
     """The project's user-assigned managed identities; a Contributor or Owner creates one here."""
     project_obj = _project(request, project)
-    form = ManagedIdentityForm()
-    status = 200
-    if request.method == "POST":
-        projects.require(request, Action.DEPLOY, project_obj)
-        form = ManagedIdentityForm(request.POST)
-        if form.is_valid():
-            try:
-                identity = identities.create_identity(project_obj, form.cleaned_data["name"], user=request.user)
-            except ValidationError as exc:
-                form.add_error("name", _errors(exc))
-            else:
-                messages.success(
-                    request,
-                    f"Created user-assigned identity {identity.name}. An Owner gives it its roles under Access "
-                    "control before an endpoint can run as it.",
-                )
-                return redirect("workspace:identities", project_obj.name)
-        status = 400
-    rows = list(ManagedIdentity.objects.filter(project=project_obj).prefetch_related("endpoints").order_by("name"))
-    held: dict = {}
-    for assignment in project_obj.role_assignments.all():
-        held.setdefault(assignment.principal_id, []).append(assignment)
-    for row in rows:
-        row.assignments = held.get(row.principal_id, [])
-        row.used_by = [e.name for e in row.endpoints.all()]
-    return render(
-        request,
-        "workspace/access/identities.html",
-        {
-            "project": project_obj,
-            "identities": rows,
-            "form": form,
-            "can_create": access.allows(request.user, Action.DEPLOY, project_obj),
-            "can_delete": access.allows(request.user, Action.DELETE, project_obj),
-        },
-        status=status,
-    )
+    if request.method == "GET":
+        return _identities_response(request, project_obj)
+    projects.require(request, Action.DEPLOY, project_obj)
+    form = ManagedIdentityForm(request.POST)
+    if form.is_valid():
+        try:
+            identity = identities.create_identity(project_obj, form.cleaned_data["name"], user=request.user)
+        except ValidationError as exc:
+            form.add_error("name", _errors(exc))
+        else:
+            messages.success(
+                request,
+                f"Created user-assigned identity {identity.name}. An Owner gives it its roles under Access "
+                "control before an endpoint can run as it.",
+            )
+            return redirect("workspace:identities", project_obj.name)
+    return _identities_response(request, project_obj, form=form, status=400)
+
+
+@login_required
+@require_POST
+def identity_azure(request: HttpRequest, project: str, name: str) -> HttpResponse:
+    """An Owner saves the identity's ids in Azure (resource, client and principal id) for a project connected to
+    an Azure ML workspace; a bad value shows the page again with the field's error."""
+    project_obj = _project(request, project, Action.MANAGE_ACCESS)
+    identity = get_object_or_404(ManagedIdentity.objects.select_related("project"), project=project_obj, name=name)
+    if azure.project_workspace(project_obj) is None:
+        messages.error(
+            request,
+            f"Azure resource ID: project {project_obj.name} is not connected to an Azure Machine Learning "
+            "workspace; an Owner connects it on the Azure Machine Learning page first.",
+        )
+        return redirect("workspace:identities", project_obj.name)
+    form = _azure_form(identity, request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            changed = identities.set_azure_ids(
+                identity,
+                resource_id=data["azure_resource_id"],
+                client_id=data["azure_client_id"],
+                principal_id=data["azure_principal_id"],
+                user=request.user,
+            )
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field, errors)
+        else:
+            labels = ", ".join(str(form.fields[field].label) for field in changed) or "nothing changed"
+            messages.success(request, f"Saved the Azure ids of identity {identity.name}: {labels}.")
+            return redirect("workspace:identities", project_obj.name)
+    return _identities_response(request, project_obj, azure_forms={identity.pk: form}, status=400)
 
 
 @login_required

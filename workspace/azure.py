@@ -5,7 +5,8 @@ azure-identity and azure-ai-ml are imported inside the functions that use them: 
 a second, which the studio should not pay at start-up nor on pages that never talk to Azure.
 
 `client_options` is how tests (and nothing else) reach every client built here: its entries are passed to each
-MLClient (e.g. `transport`), and a "credential" entry replaces the credential built from the saved settings:
+MLClient and AuthorizationManagementClient (e.g. `transport`), and a "credential" entry replaces the credential
+built from the saved settings:
 
     monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake, "credential": fake_credential})
 """
@@ -43,8 +44,10 @@ from workspace.models import (
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.core.credentials import TokenCredential
+    from azure.mgmt.authorization import AuthorizationManagementClient
 
-# Keyword arguments for every MLClient built here; tests put a fake `transport` (and "credential") in it.
+# Keyword arguments for every client built here (MLClient, AuthorizationManagementClient); tests put a fake
+# `transport` (and "credential") in it.
 client_options: dict[str, Any] = {}
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -312,6 +315,21 @@ def ml_client(workspace: AzureWorkspace, **kwargs: Any) -> MLClient:
     return MLClient(
         credential, workspace.subscription_id, workspace.resource_group, workspace.workspace_name, **options
     )
+
+
+# MLClient's own keyword arguments, which the other Azure clients built here do not take.
+_ML_CLIENT_ONLY = ("show_progress", "enable_telemetry", "cloud", "registry_name", "user_agent")
+
+
+def authorization_client(workspace: AzureWorkspace, **kwargs: Any) -> AuthorizationManagementClient:
+    """An azure-mgmt-authorization client on the workspace's subscription, signed in as `ml_client` is: with
+    `client_options` (its MLClient-only entries left out) and then `kwargs`, a "credential" among them replacing
+    the one built from the settings. For role assignments (endpoints/providers/azureml/roles.py)."""
+    from azure.mgmt.authorization import AuthorizationManagementClient
+
+    options = {k: v for k, v in {**client_options, **kwargs}.items() if k not in _ML_CLIENT_ONLY}
+    credential = options.pop("credential", None) or credential_for(workspace)
+    return AuthorizationManagementClient(credential, workspace.subscription_id, **options)
 
 
 def azure_message(exc: Exception) -> str:

@@ -189,6 +189,21 @@ class ManagedIdentityForm(forms.Form):
     name = forms.CharField(label="Name", max_length=64, help_text="3 to 64 letters, digits, '-' or '_'.")
 
 
+class IdentityAzureForm(forms.Form):
+    """A user-assigned identity's ids in Azure (identities.set_azure_ids checks them); blank: unknown."""
+
+    azure_resource_id = forms.CharField(
+        label="Azure resource ID",
+        required=False,
+        max_length=400,
+        help_text="/subscriptions/…/resourceGroups/…/providers/Microsoft.ManagedIdentity/userAssignedIdentities/…",
+    )
+    azure_client_id = forms.CharField(label="Azure client ID", required=False, max_length=36)
+    azure_principal_id = forms.CharField(
+        label="Azure principal ID", required=False, max_length=36, help_text="Its object (principal) ID."
+    )
+
+
 class RoleAssignmentForm(forms.Form):
     """Azure's "Add role assignment", one step at a time: Role, then Members (assign access to a managed identity:
     an endpoint's system-assigned identity or a user-assigned one, and the scope), then Review + assign. A step's

@@ -294,6 +294,38 @@ def delete_identity(identity: ManagedIdentity, *, user: Any = None) -> None:
     )
 
 
+AZURE_ID_FIELDS = ("azure_resource_id", "azure_client_id", "azure_principal_id")
+
+
+def set_azure_ids(
+    identity: ManagedIdentity, *, resource_id: str, client_id: str, principal_id: str, user: Any = None
+) -> list[str]:
+    """Save the identity's ids in Azure (its ARM resource id, client id and principal id; blank: unknown), for
+    the endpoints of a project connected to an Azure ML workspace. Returns the fields that changed; raises
+    ValidationError mapping each bad field to a message naming it. Audited with the new values (none is secret)."""
+    values = {
+        "azure_resource_id": (resource_id or "").strip().rstrip("/"),
+        "azure_client_id": (client_id or "").strip().lower(),
+        "azure_principal_id": (principal_id or "").strip().lower(),
+    }
+    errors: dict[str, list[str]] = {}
+    for name, value in values.items():
+        field = ManagedIdentity._meta.get_field(name)
+        try:
+            field.clean(value, identity)
+        except ValidationError as exc:
+            errors[name] = [f"{field.verbose_name} {value!r} is not valid: {message}" for message in exc.messages]
+    if errors:
+        raise ValidationError(errors)
+    changed = [name for name, value in values.items() if getattr(identity, name) != value]
+    if changed:
+        for name in changed:
+            setattr(identity, name, values[name])
+        identity.save(update_fields=changed)
+        audit.record(user, "identity.azure_ids", identity.name, project=identity.project, changed=changed, **values)
+    return changed
+
+
 # --- the "Add role assignment" flow's choices ----------------------------------------------------
 
 

@@ -70,6 +70,25 @@ class Membership(models.Model):
         return f"{self.user} is {self.get_role_display()} of {self.project}"
 
 
+# Azure's naming rules, for the Azure Machine Learning workspace a project is connected to (workspace/azure.py).
+AZURE_UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+AZURE_UUID_RULE = "a GUID such as 00000000-0000-0000-0000-000000000000."
+RESOURCE_GROUP_RE = r"^[-\w.()]{0,89}[-\w()]\Z"
+RESOURCE_GROUP_RULE = "1 to 90 letters, digits, '_', '-', '.', '(' or ')', not ending with '.'."
+AZURE_WORKSPACE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}\Z"
+AZURE_WORKSPACE_NAME_RULE = "3 to 33 letters, digits, '-' or '_', starting with a letter or digit."
+# A user-assigned identity's ARM id (Azure's name rule: 3 to 128 letters, digits, '-' or '_').
+IDENTITY_RESOURCE_ID_RE = (
+    r"(?i)^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"/resourceGroups/[-\w.()]{0,89}[-\w()]"
+    r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][A-Za-z0-9_-]{2,127}\Z"
+)
+IDENTITY_RESOURCE_ID_RULE = (
+    "/subscriptions/<subscription id>/resourceGroups/<resource group>/providers/Microsoft.ManagedIdentity/"
+    "userAssignedIdentities/<name>, as on the identity's Properties page in the Azure portal."
+)
+
+
 class ManagedIdentity(models.Model):
     """A user-assigned managed identity: created and named in a project, usable by any of its endpoints."""
 
@@ -80,6 +99,25 @@ class ManagedIdentity(models.Model):
     )
     principal_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     client_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # The same identity in Azure, for endpoints of a project connected to an Azure ML workspace (blank: unknown).
+    azure_resource_id = models.CharField(
+        "Azure resource ID",
+        max_length=400,
+        blank=True,
+        validators=[RegexValidator(IDENTITY_RESOURCE_ID_RE, message=IDENTITY_RESOURCE_ID_RULE)],
+    )
+    azure_client_id = models.CharField(
+        "Azure client ID",
+        max_length=36,
+        blank=True,
+        validators=[RegexValidator(AZURE_UUID_RE, message=AZURE_UUID_RULE)],
+    )
+    azure_principal_id = models.CharField(
+        "Azure principal ID",
+        max_length=36,
+        blank=True,
+        validators=[RegexValidator(AZURE_UUID_RE, message=AZURE_UUID_RULE)],
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -228,15 +266,6 @@ class Connection(models.Model):
         except SecretsUnreadable:
             return False
         return True
-
-
-# Azure's naming rules, for the Azure Machine Learning workspace a project is connected to (workspace/azure.py).
-AZURE_UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-AZURE_UUID_RULE = "a GUID such as 00000000-0000-0000-0000-000000000000."
-RESOURCE_GROUP_RE = r"^[-\w.()]{0,89}[-\w()]\Z"
-RESOURCE_GROUP_RULE = "1 to 90 letters, digits, '_', '-', '.', '(' or ')', not ending with '.'."
-AZURE_WORKSPACE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}\Z"
-AZURE_WORKSPACE_NAME_RULE = "3 to 33 letters, digits, '-' or '_', starting with a letter or digit."
 
 
 class AzureCredentialType(models.TextChoices):

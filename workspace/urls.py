@@ -23,6 +23,7 @@ urlpatterns = [
     path("projects/<str:project>/access/members/<int:pk>/remove/", access_views.member_remove, name="member_remove"),
     path("projects/<str:project>/identities/", access_views.identities_page, name="identities"),
     path("projects/<str:project>/identities/<str:name>/delete/", access_views.identity_delete, name="identity_delete"),
+    path("projects/<str:project>/identities/<str:name>/azure/", access_views.identity_azure, name="identity_azure"),
     path("projects/<str:project>/azure/", azure_views.azure_page, name="azure"),
     path("projects/<str:project>/azure/test/", azure_views.azure_test, name="azure_test"),
     path("projects/<str:project>/azure/disconnect/", azure_views.azure_disconnect, name="azure_disconnect"),

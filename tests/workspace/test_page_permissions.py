@@ -201,6 +201,13 @@ MATRIX = {
         (LOGIN, 403, OK, OK, 404),
     ),
     "endpoints/<str:endpoint>/delete/": ("get", "/endpoints/ep-one/delete/", None, (LOGIN, 403, OK, OK, 404)),
+    # Grant on Azure: Owners (Action.MANAGE_ACCESS); ep-one runs here, so the Owner is sent back with a message
+    "endpoints/<str:endpoint>/azure-roles/grant/": (
+        "post",
+        "/endpoints/ep-one/azure-roles/grant/",
+        {},
+        (LOGIN, 403, 403, OK, 404),
+    ),
     "endpoints/<str:endpoint>/keys/<str:which>/": (
         "get",
         "/endpoints/ep-one/keys/primary/",
@@ -265,6 +272,13 @@ MATRIX = {
         "/projects/default/identities/id-one/delete/",
         {},
         (LOGIN, 403, OK, OK, 404),
+    ),
+    # An identity's ids in Azure: Owners (no workspace is connected here: the Owner is sent back with a message)
+    "projects/<str:project>/identities/<str:name>/azure/": (
+        "post",
+        "/projects/default/identities/id-one/azure/",
+        {},
+        (LOGIN, 403, 403, OK, 404),
     ),
     # Azure Machine Learning of a project: Owners only, looking too (no workspace is connected here: the test and
     # disconnect routes send the Owner back to the page)

@@ -215,12 +215,15 @@ exec gunicorn --bind 0.0.0.0:{PORT} --worker-class gthread \\
 
 
 def identity_resource_id(endpoint: Endpoint, workspace: WorkspaceInfo | None = None) -> str | None:
-    """The ARM id of the endpoint's user-assigned identity (in the workspace's resource group), None when
-    system-assigned. Without a workspace, placeholders stand for the subscription and resource group."""
+    """The ARM id of the endpoint's user-assigned identity, None when system-assigned: the identity's
+    `azure_resource_id` when set, else a guess in the workspace's resource group. Without a workspace,
+    placeholders stand for the subscription and resource group."""
     if endpoint.identity_type != IdentityType.USER:
         return None
     where = workspace or PLACEHOLDERS
     identity = endpoint.user_assigned_identity
+    if identity is not None and identity.azure_resource_id:
+        return identity.azure_resource_id
     name = identity.name if identity is not None else "<identity-name>"
     return (
         f"/subscriptions/{where.subscription_id}/resourceGroups/{where.resource_group}"
@@ -321,11 +324,15 @@ def deployment_for(
     """The deployment of `model` in `environment` (entities, or their ids) with the row's settings."""
     collector = None
     if deployment.data_collection:
+        from monitoring.services import policy_for
+
+        rate = policy_for(deployment.endpoint.name, deployment.name).sampling_rate
         collector = DataCollector(
             collections={
                 "model_inputs": DeploymentCollection(enabled="true"),
                 "model_outputs": DeploymentCollection(enabled="true"),
-            }
+            },
+            sampling_rate=rate if rate < 1 else None,  # the wizard's Sampling rate; Azure's default is all
         )
     return ManagedOnlineDeployment(
         name=deployment.name,

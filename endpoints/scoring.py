@@ -1,4 +1,5 @@
-"""Scoring an endpoint from the studio, through the real gateway, with the endpoint's own credential.
+"""Scoring an endpoint from the studio, through the real gateway (or Azure's scoring URI, for an endpoint
+on Azure Machine Learning), with the endpoint's own credential.
 
 The JSON API's invoke and the deployment page's Test tab both call the gateway this way, so the
 credential never leaves the server. `score()` waits for the whole answer; `stream()` asks for
@@ -13,13 +14,14 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import httpx
 
 from django.conf import settings
 
 from endpoints import services
-from endpoints.models import AuthType, Endpoint
+from endpoints.models import AuthType, Endpoint, Provider
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 REQUEST_ID_HEADER = "x-request-id"
@@ -96,11 +98,16 @@ def headers(endpoint: Endpoint, deployment_name: str | None = None, stream: bool
 
 
 def timeout_seconds(endpoint: Endpoint, deployment_name: str | None = None) -> float:
-    """The pinned deployment's request timeout (or the longest of the endpoint's), plus a margin."""
+    """The pinned deployment's request timeout (or the longest of the endpoint's), plus a margin; on Azure,
+    at most Azure's ceiling, which is what the deployment was given there."""
     deployments = endpoint.deployments.all()
     if deployment_name:
         deployments = deployments.filter(name=deployment_name)
     longest = max(deployments.values_list("request_timeout_ms", flat=True), default=DEFAULT_TIMEOUT_MS)
+    if endpoint.provider == Provider.AZUREML:
+        from endpoints.providers.azureml.artifacts import MAX_REQUEST_TIMEOUT_MS
+
+        longest = min(longest, MAX_REQUEST_TIMEOUT_MS)
     return longest / 1000 + TIMEOUT_MARGIN_S
 
 
@@ -120,15 +127,45 @@ def scoring_url(endpoint: Endpoint) -> str:
     return endpoint.scoring_uri
 
 
+class Scorer(NamedTuple):
+    """Who scores the endpoint, as its error messages name it: briefly, and with where it was asked."""
+
+    name: str
+    where: str
+
+
+GATEWAY = Scorer("The scoring gateway", "The scoring gateway")
+
+
+def scorer(endpoint: Endpoint) -> Scorer:
+    """Who answers for the endpoint: the studio's gateway, or Azure's scoring URI for an endpoint on Azure."""
+    if endpoint.provider == Provider.AZUREML:
+        uri = f"Azure's scoring URI {endpoint.scoring_uri}"
+        return Scorer(uri, uri)
+    return Scorer("The scoring gateway", f"The scoring gateway at {settings.FLOWDEPLOY_GATEWAY_URL}")
+
+
+def not_scorable(endpoint: Endpoint) -> ScoreResult | None:
+    """Why the endpoint cannot be asked yet: an Azure endpoint has no scoring URI until Azure made it."""
+    if endpoint.scoring_uri:
+        return None
+    message = f"Endpoint {endpoint.name} has no scoring URI yet: Azure Machine Learning has not finished creating it."
+    content = json.dumps({"error": {"code": "GatewayUnavailable", "message": message}}).encode()
+    return ScoreResult(502, content, "application/json", failure="GatewayUnavailable")
+
+
 def score(endpoint: Endpoint, body: object, deployment_name: str | None = None) -> ScoreResult:
     """POST the body to the endpoint's scoring URL and wait for the whole answer."""
+    refused = not_scorable(endpoint)
+    if refused is not None:
+        return refused
     url, timeout = scoring_url(endpoint), timeout_seconds(endpoint, deployment_name)
     request_headers = headers(endpoint, deployment_name)
     started = time.monotonic()
     try:
         answer = client().post(url, content=json.dumps(body), headers=request_headers, timeout=timeout)
     except httpx.HTTPError as exc:
-        return _failed(exc, timeout, started)
+        return _failed(exc, timeout, started, scorer(endpoint))
     return ScoreResult(
         status=answer.status_code,
         content=answer.content,
@@ -142,11 +179,15 @@ def score(endpoint: Endpoint, body: object, deployment_name: str | None = None) 
 def stream(endpoint: Endpoint, body: object, deployment_name: str | None = None) -> ScoreStream:
     """Ask for a streamed answer. The credential and timeout are looked up now (the database is used
     here, not while streaming); iterate the result to make the request."""
+    refused = not_scorable(endpoint)
+    if refused is not None:
+        return ScoreStream("", "", {}, 0.0, scorer(endpoint), refused=refused)
     return ScoreStream(
         scoring_url(endpoint),
         json.dumps(body),
         headers(endpoint, deployment_name, stream=True),
         timeout_seconds(endpoint, deployment_name),
+        scorer(endpoint),
     )
 
 
@@ -161,12 +202,17 @@ class ScoreStream:
     content: str
     headers: dict[str, str]
     timeout: float
+    scorer: Scorer = GATEWAY
+    refused: ScoreResult | None = None  # the answer without a request, when the endpoint cannot be asked
     result: ScoreResult | None = field(default=None, init=False)
 
     def __repr__(self) -> str:  # never the credential
         return f"<ScoreStream {self.url}>"
 
     def __iter__(self) -> Iterator[object]:
+        if self.refused is not None:
+            self.result = self.refused
+            return
         started = time.monotonic()
         status, content_type, deployment, request_id, content, chunks = 0, "", "", "", b"", 0
         try:
@@ -186,7 +232,7 @@ class ScoreStream:
                         chunks = 1
                         yield ScoreResult(status, content).body
         except httpx.HTTPError as exc:
-            self.result = _failed(exc, self.timeout, started)
+            self.result = _failed(exc, self.timeout, started, self.scorer)
             return
         self.result = ScoreResult(
             status=status,
@@ -223,12 +269,12 @@ def _since(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
 
-def _failed(exc: httpx.HTTPError, timeout: float, started: float) -> ScoreResult:
+def _failed(exc: httpx.HTTPError, timeout: float, started: float, scorer: Scorer) -> ScoreResult:
     if isinstance(exc, httpx.TimeoutException):
         code, status = "GatewayTimeout", 504
-        message = f"The scoring gateway did not answer within {timeout:g} s."
+        message = f"{scorer.name} did not answer within {timeout:g} s."
     else:
         code, status = "GatewayUnavailable", 502
-        message = f"The scoring gateway at {settings.FLOWDEPLOY_GATEWAY_URL} is not reachable: {exc}"
+        message = f"{scorer.where} is not reachable: {exc}"
     content = json.dumps({"error": {"code": code, "message": message}}).encode()
     return ScoreResult(status, content, "application/json", latency_ms=_since(started), failure=code)

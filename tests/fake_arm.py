@@ -1,8 +1,9 @@
 """A fake Azure Resource Manager for azure-ai-ml: in memory, plugged into ``MLClient`` as an azure-core transport.
 
 No Azure is reachable from the tests, so the azureml provider talks to this instead. It answers the ARM routes that
-``MLClient`` uses for the workspace, its datastores, models, environments, online endpoints and online deployments the
-way ARM does: ARM ids, ``systemData``, long-running operations (``Azure-AsyncOperation``/``Location`` headers,
+``MLClient`` uses for the workspace, its datastores, models, environments, online endpoints and online deployments, and
+the role assignments (``Microsoft.Authorization/roleAssignments``, at any scope) that azure-mgmt-authorization makes,
+the way ARM does: ARM ids, ``systemData``, long-running operations (``Azure-AsyncOperation``/``Location`` headers,
 ``Retry-After: 0``), ``{"error": {"code": ..., "message": ...}}`` bodies, 401 without ``Authorization: Bearer fake``.
 Uploads to the workspace's blob storage go through azure-storage-blob, which ignores ``transport=``: ``fake.storage()``
 intercepts them with ``responses`` (every other URL passes through) and keeps the blobs in ``fake.blobs``.
@@ -72,6 +73,8 @@ ASSET_COLLECTIONS = ("models", "environments", "codes", "data")
 ASSET_PATH_FIELDS = {"models": "modelUri", "codes": "codeUri", "data": "dataUri"}
 IN_PROGRESS_STATES = ("Creating", "Updating", "Deleting")
 USER = "tester@example.com"
+ROLE_ASSIGNMENT_PATH = r"(/.+)/providers/Microsoft\.Authorization/roleAssignments/([^/]+)"
+ROLE_ASSIGNMENT_FIELDS = ("principalId", "roleDefinitionId")
 
 
 class FakeCredential:
@@ -195,6 +198,11 @@ class FakeArm(HttpTransport):
         self.polls_before_done = 1
         self.hold = False
         self.logs: dict[tuple[str, str, str], str] = {}
+        # The workspace's connections: name -> Azure's category ("AzureOpenAI", "OpenAI", "CustomKeys"...).
+        self.connections: dict[str, str] = {}
+        # Where endpoints are scored: None for Azure's own host, or a base URL such as ``http://127.0.0.1:8123`` (a
+        # fake scoring server, tests/fake_azure_scoring.py) under which endpoint ``ep`` answers at ``/ep/score``.
+        self.scoring_base: str | None = None
         # Records.
         self.requests: list[Recorded] = []
         self.unhandled: list[Recorded] = []
@@ -202,10 +210,12 @@ class FakeArm(HttpTransport):
         self.operations: dict[str, Operation] = {}
         self.states: dict[str, list[str]] = {}
         self.endpoint_keys: dict[str, dict[str, str]] = {}
+        self.endpoint_tokens: dict[str, list[str]] = {}  # the tokens the ``token`` action issued, by endpoint
         self.blobs: dict[str, bytes] = {}
         self.blob_metadata: dict[str, dict[str, str]] = {}
         self.storage_requests: list[tuple[str, str, dict[str, str]]] = []
         self._store: dict[str, dict] = {}
+        self._role_assignments: dict[str, dict] = {}  # by lowercased ARM id
         self._created_order = itertools.count()
         self._failures: list[tuple[Callable[[str, str], bool], str, str, int]] = []
         self._throttles: list[float] = []
@@ -260,7 +270,9 @@ class FakeArm(HttpTransport):
         or a callable ``(method, resource_path) -> bool``. A long-running operation (endpoint or deployment PUT, PATCH,
         DELETE, regenerateKeys) is accepted and then ends ``Failed`` with the error, its resource showing
         ``provisioningState: "Failed"`` (a failed regenerateKeys leaves state and keys alone); any other
-        PUT/PATCH/DELETE answers ``status`` with the error at once.
+        PUT/PATCH/DELETE answers ``status`` with the error at once, role assignments too (their path is the scope's
+        followed by ``/providers/Microsoft.Authorization/roleAssignments/<name>``), e.g. Azure's refusal of a grant:
+        ``fail_next(lambda method, path: "/roleassignments/" in path.lower(), "AuthorizationFailed", ..., status=403)``.
         """
         if isinstance(match, str):
             suffix = match.lower().rstrip("/")
@@ -302,6 +314,12 @@ class FakeArm(HttpTransport):
                     return self._public(resource)
         return None
 
+    @property
+    def role_assignments(self) -> list[dict]:
+        """Copies of the role assignments that exist now, in the order they were made."""
+        with self._lock:
+            return [copy.deepcopy(a) for a in self._role_assignments.values()]
+
     def state_history(self, suffix: str) -> list[str]:
         """The provisioning states the resource whose ARM id ends with ``suffix`` went through, ``"Deleted"`` last
         once it is gone: ``["Creating", "Succeeded", "Updating", "Succeeded", "Deleting", "Deleted"]``."""
@@ -328,6 +346,17 @@ class FakeArm(HttpTransport):
         bodies = self.bodies(method, suffix)
         assert bodies, f"no {method} to a path ending with {suffix!r}; requests: {self.summary()}"
         return bodies[-1]
+
+    def scoring_credentials(self, name: str) -> set[str]:
+        """What endpoint ``name``'s scoring URI accepts after ``Bearer``: its current keys for key auth, the tokens
+        issued so far for AMLToken auth; nothing once the endpoint is gone."""
+        with self._lock:
+            endpoint = self._find(["onlineEndpoints", name])
+            if endpoint is None:
+                return set()
+            if str(endpoint["properties"].get("authMode", "Key")).lower() == "amltoken":
+                return set(self.endpoint_tokens.get(name.lower(), []))
+            return set(self.endpoint_keys.get(name.lower(), {}).values())
 
     def summary(self) -> list[str]:
         """The recorded requests as ``"METHOD path -> status"`` lines, to print when a test fails."""
@@ -492,6 +521,9 @@ class FakeArm(HttpTransport):
             if operation.group(1) != self.subscription_id:
                 return self._unhandled(method, path)
             return self._get_operation(operation.group(3), results=operation.group(2).lower() == "mfeoperationresults")
+        assignment = re.fullmatch(ROLE_ASSIGNMENT_PATH, re.sub("/{2,}", "/", path), re.IGNORECASE)
+        if assignment:
+            return self._role_assignment(method, assignment.group(1), assignment.group(2), body)
         scope = re.fullmatch(
             rf"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/{PROVIDER}/workspaces/([^/]+)(/.*)?",
             path,
@@ -524,6 +556,8 @@ class FakeArm(HttpTransport):
                 return 200, {}, self._datastore_body()
             if n == 3 and method == "POST" and lowered[2] == "listsecrets" and lowered[1] == "workspaceblobstore":
                 return 200, {}, {"secretsType": "AccountKey", "key": self.account_key}
+        if head == "connections" and method == "GET":
+            return self._connections(segments)
         if head in ASSET_COLLECTIONS:
             collection = segments[0]
             if n == 1 and method == "GET":
@@ -552,6 +586,28 @@ class FakeArm(HttpTransport):
             if n == 5 and lowered[2] == "deployments" and lowered[4] == "getlogs" and method == "POST":
                 return self._get_logs(segments, body or {})
         return self._unhandled(method, "/".join(segments))
+
+    def _connections(self, segments: list[str]) -> tuple:
+        """The workspace's connections (``fake.connections``: name -> Azure category, e.g. "AzureOpenAI")."""
+        if len(segments) == 1:
+            return 200, {}, {"value": [self._connection_body(name) for name in sorted(self.connections)]}
+        name = next((n for n in self.connections if n.lower() == segments[1].lower()), None)
+        if len(segments) != 2 or name is None:
+            return self._not_found("/".join(segments))
+        return 200, {}, self._connection_body(name)
+
+    def _connection_body(self, name: str) -> dict:
+        return {
+            "id": f"{self.workspace_id}/connections/{name}",
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/connections",
+            "properties": {
+                "category": self.connections[name],
+                "authType": "ApiKey",
+                "target": "https://example.openai.azure.com/",
+                "metadata": {},
+            },
+        }
 
     def _unhandled(self, method: str, path: str) -> tuple:
         self._unhandled_flag = True
@@ -726,6 +782,78 @@ class FakeArm(HttpTransport):
                 f"There is an operation in progress on {what} '{resource['name']}'; wait for it to finish.",
             )
         return None
+
+    # ---- role assignments -------------------------------------------------------------------------------------------
+
+    def _role_assignment(self, method: str, scope: str, name: str, body: Any) -> tuple:
+        """GET, PUT and DELETE of ``{scope}/providers/Microsoft.Authorization/roleAssignments/{name}``. A second
+        assignment of the same role to the same principal at the same scope is refused 409 RoleAssignmentExists,
+        whatever its name (Azure's PUT is not idempotent there); the name must be a GUID, as on Azure."""
+        scope = scope.rstrip("/")
+        arm_id = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+        existing = self._role_assignments.get(arm_id.lower())
+        if method == "GET":
+            if existing is None:
+                return _arm_error(404, "RoleAssignmentNotFound", f"The role assignment '{name}' is not found.")
+            return 200, {}, copy.deepcopy(existing)
+        if method not in ("PUT", "DELETE"):
+            return self._unhandled(method, arm_id)
+        failure = self._take_failure(method, arm_id)
+        if failure:
+            code, message, status = failure
+            return _arm_error(status, code, message)
+        if method == "DELETE":
+            if existing is None:
+                return 204, {}, None
+            return 200, {}, self._role_assignments.pop(arm_id.lower())
+        return self._put_role_assignment(scope, name, arm_id, body)
+
+    def _put_role_assignment(self, scope: str, name: str, arm_id: str, body: Any) -> tuple:
+        try:
+            uuid.UUID(name)
+        except ValueError:
+            return _arm_error(
+                400,
+                "InvalidRoleAssignmentId",
+                f"The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID.",
+            )
+        sent = (body.get("properties") if isinstance(body, dict) else None) or {}
+        missing = [f for f in ROLE_ASSIGNMENT_FIELDS if not sent.get(f)]
+        if missing:
+            return _arm_error(400, "InvalidRoleAssignmentRequest", f"Missing {', '.join(missing)} in the request.")
+        same = (scope.lower(), sent["roleDefinitionId"].lower(), sent["principalId"].lower())
+        for assignment in self._role_assignments.values():
+            held = assignment["properties"]
+            if (held["scope"].lower(), held["roleDefinitionId"].lower(), held["principalId"].lower()) == same:
+                return _arm_error(409, "RoleAssignmentExists", "The role assignment already exists.")
+        if arm_id.lower() in self._role_assignments:
+            return _arm_error(
+                409,
+                "RoleAssignmentUpdateNotPermitted",
+                "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+            )
+        now = _now()
+        assignment = {
+            "id": arm_id,
+            "name": name,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "scope": scope,
+                "roleDefinitionId": sent["roleDefinitionId"],
+                "principalId": sent["principalId"],
+                "principalType": sent.get("principalType") or "User",
+                "description": sent.get("description"),
+                "condition": sent.get("condition"),
+                "conditionVersion": sent.get("conditionVersion"),
+                "createdOn": now,
+                "updatedOn": now,
+                "createdBy": USER,
+                "updatedBy": USER,
+                "delegatedManagedIdentityResourceId": None,
+            },
+        }
+        self._role_assignments[arm_id.lower()] = assignment
+        return 201, {}, copy.deepcopy(assignment)
 
     # ---- workspace and datastores -----------------------------------------------------------------------------------
 
@@ -926,8 +1054,13 @@ class FakeArm(HttpTransport):
         properties.setdefault("traffic", old_properties.get("traffic", {}))
         properties.setdefault("mirrorTraffic", old_properties.get("mirrorTraffic", {}))
         properties.setdefault("publicNetworkAccess", "Enabled")
-        properties["scoringUri"] = f"https://{name}.{location}.inference.ml.azure.com/score"
-        properties["swaggerUri"] = f"https://{name}.{location}.inference.ml.azure.com/swagger.json"
+        base = (
+            self.scoring_base.rstrip("/") + f"/{name}"
+            if self.scoring_base
+            else f"https://{name}.{location}.inference.ml.azure.com"
+        )
+        properties["scoringUri"] = f"{base}/score"
+        properties["swaggerUri"] = f"{base}/swagger.json"
         properties["provisioningState"] = "Updating" if existing else "Creating"
         resource = {
             "id": self._rid(segments),
@@ -980,12 +1113,13 @@ class FakeArm(HttpTransport):
         if action == "listkeys":
             return 200, {}, dict(keys)
         if action == "token":
-            now = int(time.time())
+            now, issued = int(time.time()), f"fake-aml-token-{secrets.token_urlsafe(12)}"
+            self.endpoint_tokens.setdefault(name.lower(), []).append(issued)
             return (
                 200,
                 {},
                 {
-                    "accessToken": f"fake-aml-token-{secrets.token_urlsafe(12)}",
+                    "accessToken": issued,
                     "tokenType": "Bearer",
                     "expiryTimeUtc": now + 24 * 3600,
                     "refreshAfterTimeUtc": now + 12 * 3600,

@@ -1,7 +1,8 @@
 """A deployment's Test tab: a form or JSON editor for a standard flow, a chat window for a chat flow.
 
-Requests go through the real scoring gateway, pinned to this deployment, with the endpoint's
-credential added here on the server (endpoints/scoring.py): the page's JavaScript never sees a key.
+Requests go through the real scoring gateway (Azure's scoring URI for an endpoint on Azure ML), pinned to
+this deployment, with the endpoint's credential added here on the server (endpoints/scoring.py): the page's
+JavaScript never sees a key.
 The chat streams: the view passes the gateway's chunks on as server-sent events of its own
 (`delta` with a piece of the answer, then `done`, or `error` with the gateway's message).
 """

@@ -140,21 +140,25 @@ def resolve(flow_version: FlowVersion, overrides: dict[str, str], name: str) -> 
     return overrides.get(name) or name
 
 
-def connection_problems(flow_version: FlowVersion, overrides: dict[str, str]) -> list[str]:
-    """What stops the flow from getting its connections: each must exist in the flow's project, of a type
-    its nodes accept."""
-    existing = connection_type_names(flow_version.flow.project_id)
+def connection_problems(
+    flow_version: FlowVersion,
+    overrides: dict[str, str],
+    existing: dict[str, str] | None = None,
+    where: str = "",
+    advice: str = "Create it on the Connections page, or override it with another connection.",
+) -> list[str]:
+    """What stops the flow from getting its connections: each must exist where it runs (`existing`, name ->
+    promptflow type; by default the flow's project), of a type its nodes accept ("" when unknown)."""
+    if existing is None:
+        existing = connection_type_names(flow_version.flow.project_id)
+    where = where or f"project '{flow_version.flow.project}'"
     problems = []
     for entry in flow_version.connections:
         target = overrides.get(entry["name"]) or entry["name"]
         nodes = ", ".join(f"'{n}'" for n in entry.get("nodes", []))
         if target not in existing:
-            problems.append(
-                f"Connection '{target}' (used by node {nodes}) does not exist in project "
-                f"'{flow_version.flow.project}'. "
-                "Create it on the Connections page, or override it with another connection."
-            )
-        elif entry.get("types") and existing[target] not in entry["types"]:
+            problems.append(f"Connection '{target}' (used by node {nodes}) does not exist in {where}. {advice}")
+        elif entry.get("types") and existing[target] and existing[target] not in entry["types"]:
             problems.append(
                 f"Connection '{target}' is a {existing[target]}, but node {nodes} needs one of "
                 f"{', '.join(entry['types'])}."

@@ -25,7 +25,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from endpoints import models as endpoint_models
-from endpoints.connections import connection_problems
 from endpoints.environment_variables import environment_variable_problems
 from endpoints.jobs import Cancelled, Job, ProvisioningFailed
 from endpoints.models import (
@@ -40,7 +39,7 @@ from endpoints.models import (
 )
 from endpoints.providers import provider_for
 from endpoints.providers.local import instances as local_instances
-from workspace import identities, notifications
+from workspace import notifications
 from workspace.models import Notification
 
 __all__ = ["Cancelled", "Job", "ProvisioningFailed", "delete_deployment", "delete_endpoint", "provision", "reconcile"]
@@ -110,18 +109,9 @@ def provision(deployment_id: int) -> None:
 def _validate(job: Job, provider) -> None:
     deployment = job.deployment
     job.advance(Phase.VALIDATING, "Checking the flow, its connections, the endpoint's identity and capacity.")
-    problems = connection_problems(deployment.flow_version, deployment.connection_overrides)
     # A deployment saved before the environment-variable rule is held to it before anything starts.
-    problems += environment_variable_problems(deployment.environment_variables)
-    if problems:
-        raise ProvisioningFailed(" ".join(problems))
-    # The roles the endpoint's identity holds now: reading connection secrets, and for a user-assigned
-    # identity also pulling the environment and reading the model (workspace/identities.py).
-    endpoint = deployment.endpoint
-    missing = identities.missing_roles(endpoint, deployment.flow_version)
-    if missing:
-        raise ProvisioningFailed(" ".join(identities.missing_role_message(endpoint, r, s) for r, s in missing))
-    problems = provider.validate(job)
+    problems = environment_variable_problems(deployment.environment_variables)
+    problems += provider.validate(job)
     if problems:
         raise ProvisioningFailed(" ".join(problems))
 

@@ -12,7 +12,6 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from endpoints import sizes
-from endpoints.connections import connection_problems
 from endpoints.environment_variables import environment_variable_problems
 from endpoints.models import (
     AuthType,
@@ -469,7 +468,7 @@ def create_or_update_deployment(
             }
         )
     data = clean_deployment_settings(flow_version, values, existing)
-    problems = connection_problems(flow_version, data["connection_overrides"])
+    problems = provider_for(endpoint).connection_problems(flow_version, data["connection_overrides"], endpoint.project)
     if problems:
         raise ValidationError({"connection_overrides": problems})
     shortfall = provider_for(endpoint).capacity_problem(data["vm_size"], data["instance_count"], excluding=existing)

@@ -11,13 +11,12 @@ from django.core.exceptions import ValidationError
 from django.utils.datastructures import MultiValueDict
 
 from endpoints import services, sizes
-from endpoints.connections import connection_problems
 from endpoints.models import AuthType, Deployment, Endpoint, IdentityType, Provider, check_name
+from endpoints.providers import provider_named
 from endpoints.providers.local import capacity
 from flows.models import FlowVersion
 from monitoring.services import clean_policy as collection_policy
 from workspace import azure
-from workspace.connections import connection_type_names
 from workspace.models import ManagedIdentity
 
 HIGH_AVAILABILITY = "For high availability, we recommend that you set the value to at least 3"
@@ -335,7 +334,10 @@ class OutputsForm(StepForm):
             (name, f"{name} ({spec.get('type', 'string')})") for name, spec in outputs.items()
         ]
         self.fields["selected_outputs"].initial = list(outputs)
-        existing = connection_type_names(self.flow_version.flow.project_id)
+        # Where the deployment runs decides which connections it can use: the project's here, the workspace's
+        # on Azure ML.
+        self.provider = provider_named(draft_provider(self.draft))
+        self.existing = existing = self.provider.connection_types(self.flow_version.flow.project)
         self.connections = []
         for entry in self.flow_version.connections:
             name = entry["name"]
@@ -349,7 +351,7 @@ class OutputsForm(StepForm):
     def clean(self):
         data = super().clean()
         overrides = self.overrides(data)
-        for problem in connection_problems(self.flow_version, overrides):
+        for problem in self.provider.connection_problems(self.flow_version, overrides, self.flow_version.flow.project):
             self.add_error(self._connection_field_of(problem, overrides), problem)
         return data
 
@@ -383,6 +385,17 @@ class OutputsForm(StepForm):
 
 
 FORMS = {"basic": BasicForm, "endpoint": EndpointForm, "deployment": DeploymentForm, "outputs": OutputsForm}
+
+
+def draft_provider(draft) -> str:
+    """Where the draft's deployment runs: the new endpoint's choice, or the existing endpoint's provider."""
+    basic = draft.raw("basic") or {}
+    if uses_new_endpoint(draft):
+        chosen = (basic.get("provider") or [""])[0]
+        return chosen if chosen in Provider.values else Provider.LOCAL
+    name = (basic.get("existing_endpoint") or [""])[0]
+    endpoint = Endpoint.objects.filter(name=name).only("provider").first()
+    return endpoint.provider if endpoint is not None else Provider.LOCAL
 
 
 def uses_new_endpoint(draft) -> bool:

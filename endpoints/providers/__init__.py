@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from endpoints.connections import connection_problems
 from endpoints.jobs import Job, ProvisioningFailed
 from endpoints.models import Deployment, Endpoint
 from endpoints.models import Provider as ProviderName
+from flows.models import FlowVersion
+from workspace.models import Project
 
 Progress = Callable[[str], None]
 
@@ -33,8 +36,16 @@ class Provider:
         raise NotImplementedError
 
     def validate(self, job: Job) -> list[str]:
-        """Problems only this provider sees (capacity, a connected workspace), each a sentence."""
+        """What stops the deployment where it runs (its connections, its identity's roles, capacity), each a
+        sentence."""
         raise NotImplementedError
+
+    def connection_types(self, project: Project) -> dict[str, str]:
+        """The connections a flow of `project` can use where this provider runs it: name -> promptflow type."""
+        raise NotImplementedError
+
+    def connection_problems(self, flow_version: FlowVersion, overrides: dict[str, str], project: Project) -> list[str]:
+        return connection_problems(flow_version, overrides, self.connection_types(project))
 
     def build_environment(self, job: Job) -> Any:
         raise NotImplementedError
@@ -97,12 +108,16 @@ class Provider:
 
 
 def provider_for(endpoint: Endpoint) -> Provider:
-    if endpoint.provider == ProviderName.LOCAL:
+    return provider_named(endpoint.provider)
+
+
+def provider_named(name: str) -> Provider:
+    if name == ProviderName.LOCAL:
         from endpoints.providers.local import LocalProvider
 
         return LocalProvider()
-    if endpoint.provider == ProviderName.AZUREML:
+    if name == ProviderName.AZUREML:
         from endpoints.providers.azureml.provider import AzureMLProvider
 
         return AzureMLProvider()
-    raise LookupError(f"Endpoint {endpoint.name} uses provider {endpoint.provider!r}, which this studio lacks.")
+    raise LookupError(f"Provider {name!r} is not one of this studio's ({', '.join(ProviderName.values)}).")

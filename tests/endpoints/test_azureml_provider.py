@@ -314,3 +314,23 @@ def test_the_watch_fails_a_deployment_deleted_outside_the_studio(azure, import_f
     assert "it was deleted outside the studio" in deployment.failure_reason
     assert deployment.events.last().level == "error"
     assert settings.CELERY_BEAT_SCHEDULE["watch-azure-deployments"]["task"] == "endpoints.tasks.watch_azure"
+
+
+def test_a_flows_connections_are_the_workspaces_on_azure(azure, import_flow, owner):
+    with pytest.raises(ValidationError) as refused:
+        deploy(import_flow, owner, flow="chat-basic")
+    (problem,) = refused.value.message_dict["connection_overrides"]
+    assert (
+        f"Connection 'open_ai_connection' (used by node 'chat') does not exist in Azure ML workspace {WORKSPACE}"
+        in (problem)
+    )
+    assert "az ml connection create" in problem
+    azure.connections = {"open_ai_connection": "CustomKeys"}  # a custom connection: the llm node refuses it
+    with pytest.raises(ValidationError) as refused:
+        deploy(import_flow, owner, flow="chat-basic")
+    assert "is a CustomConnection" in refused.value.message_dict["connection_overrides"][0]
+
+    azure.connections = {"open_ai_connection": "OpenAI"}  # no such connection in the studio: Azure's is enough
+    deployment = deploy(import_flow, owner, flow="chat-basic")
+
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason

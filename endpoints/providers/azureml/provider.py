@@ -19,14 +19,34 @@ from azure.core.polling import LROPoller
 
 from django.db import transaction
 
+from endpoints.connections import connection_problems
 from endpoints.jobs import Job, ProvisioningFailed
 from endpoints.models import Deployment, Endpoint, IdentityType, Phase
 from endpoints.providers import Progress, Provider, ProviderError
 from endpoints.providers.azureml import artifacts
+from flows.models import FlowVersion
 from workspace import azure
 from workspace.crypto import SecretsUnreadable
+from workspace.models import Project
 
 POLL_SECONDS = 2.0
+# azure-ai-ml's connection types (Azure's categories in snake case) as promptflow's connection classes.
+PROMPTFLOW_TYPES = {
+    "azure_open_ai": "AzureOpenAIConnection",
+    "open_ai": "OpenAIConnection",
+    "serp": "SerpConnection",
+    "cognitive_search": "CognitiveSearchConnection",
+    "azure_ai_search": "CognitiveSearchConnection",
+    "serverless": "ServerlessConnection",
+    "custom": "CustomConnection",
+    "custom_keys": "CustomConnection",
+}
+
+
+def promptflow_type(azure_type: str | None) -> str:
+    return PROMPTFLOW_TYPES.get((azure_type or "").lower(), "")
+
+
 CONTAINER_TYPES = {"inference-server": "InferenceServer", "storage-initializer": "StorageInitializer"}
 
 
@@ -85,22 +105,33 @@ class AzureMLProvider(Provider):
 
     def validate(self, job: Job) -> list[str]:
         deployment = job.deployment
-        client = client_for(deployment.endpoint)
-        missing = []
-        for name in sorted(deployment.flow_version.connection_names()):
-            target = deployment.connection_overrides.get(name) or name
-            try:
-                if _get_or_none(client.connections.get, target) is None:
-                    missing.append(target)
-            except HttpResponseError as exc:
-                raise AzureFailed(f"Reading connection {target} of the Azure ML workspace", exc) from exc
-        if not missing:
-            return []
-        workspace = workspace_of(deployment.endpoint)
-        return [
-            f"Connection(s) {', '.join(missing)} are not in Azure ML workspace {workspace.workspace_name}: on Azure, "
-            "a flow reads the workspace's connections by name. Create them there (az ml connection create) first."
-        ]
+        return self.connection_problems(
+            deployment.flow_version, deployment.connection_overrides, deployment.endpoint.project
+        )
+
+    def connection_types(self, project: Project) -> dict[str, str]:
+        """The workspace's connections (on Azure a flow reads them by name), with their promptflow types ("" for
+        a category promptflow has no class for)."""
+        workspace = azure.project_workspace(project)
+        if workspace is None:
+            return {}
+        try:
+            found = list(azure.ml_client(workspace).connections.list())
+        except (HttpResponseError, SecretsUnreadable) as exc:
+            raise AzureFailed(f"Listing the connections of Azure ML workspace {workspace.workspace_name}", exc) from exc
+        return {connection.name: promptflow_type(connection.type) for connection in found}
+
+    def connection_problems(self, flow_version: FlowVersion, overrides: dict[str, str], project: Project) -> list[str]:
+        workspace = azure.project_workspace(project)
+        name = workspace.workspace_name if workspace else "(not connected)"
+        return connection_problems(
+            flow_version,
+            overrides,
+            self.connection_types(project),
+            where=f"Azure ML workspace {name}",
+            advice="On Azure a flow reads the workspace's connections by name: create it there "
+            "(az ml connection create), or override it with another of the workspace's connections.",
+        )
 
     def build_environment(self, job: Job):
         deployment = job.deployment
@@ -160,7 +191,8 @@ class AzureMLProvider(Provider):
         self._ensure_endpoint(job, client, info)
         client_id = None
         if endpoint.identity_type == IdentityType.USER and endpoint.user_assigned_identity is not None:
-            client_id = str(endpoint.user_assigned_identity.client_id)
+            identity = endpoint.user_assigned_identity
+            client_id = identity.azure_client_id or str(identity.client_id)
         entity = artifacts.deployment_for(deployment, model, environment, info, client_id)
         try:
             return client.online_deployments.begin_create_or_update(entity)

@@ -19,6 +19,8 @@ from endpoints.providers import Progress, Provider
 from endpoints.providers.local import capacity, instances
 from flows.execution import EnvironmentBuildError, flow_environment
 from serving import auth
+from workspace import identities
+from workspace.connections import connection_type_names
 
 
 class LocalProvider(Provider):
@@ -28,8 +30,22 @@ class LocalProvider(Provider):
         return capacity.shortfall_for(vm_size, instance_count, excluding=excluding)
 
     def validate(self, job: Job) -> list[str]:
-        shortfall = capacity.shortfall(job.deployment)
+        """The connections, then the identity's roles, then capacity: the first that fails is the reason."""
+        deployment = job.deployment
+        endpoint = deployment.endpoint
+        problems = self.connection_problems(deployment.flow_version, deployment.connection_overrides, endpoint.project)
+        if problems:
+            return problems
+        # The roles the endpoint's identity holds now: reading connection secrets, and for a user-assigned
+        # identity also pulling the environment and reading the model (workspace/identities.py).
+        missing = identities.missing_roles(endpoint, deployment.flow_version)
+        if missing:
+            return [identities.missing_role_message(endpoint, role, scope) for role, scope in missing]
+        shortfall = capacity.shortfall(deployment)
         return [shortfall] if shortfall else []
+
+    def connection_types(self, project) -> dict[str, str]:
+        return connection_type_names(project)
 
     def build_environment(self, job: Job):
         version = job.deployment.flow_version

@@ -88,7 +88,9 @@ def _files(deployment: Deployment, scratch: Path, workspace: WorkspaceInfo | Non
     endpoint = artifacts.endpoint_for(
         deployment.endpoint, artifacts.identity_resource_id(deployment.endpoint, workspace)
     )
-    online_deployment = artifacts.deployment_for(deployment, model, environment, workspace)
+    online_deployment = artifacts.deployment_for(
+        deployment, model, environment, workspace, artifacts.identity_client_id(deployment.endpoint)
+    )
     # The entities write absolute paths; the YAML points into the zip instead, relative to each file.
     files = {f"{ENVIRONMENT_FOLDER}/{p.name}": p.read_bytes() for p in context.iterdir() if p.is_file()}
     files[f"{ENVIRONMENT_FOLDER}/environment.yml"] = _yaml("environment", environment, build={"path": "."})

@@ -1,7 +1,6 @@
 from celery import shared_task
 
 from endpoints import provisioning, retention
-from endpoints.jobs import ProvisioningFailed
 from endpoints.models import Endpoint
 from endpoints.providers import provider_for
 
@@ -26,7 +25,7 @@ def delete_endpoint(endpoint_id: int, notification_id: int | None = None) -> Non
         delete_endpoint.apply_async((endpoint_id, notification_id), countdown=DELETION_RETRY_SECONDS)
 
 
-@shared_task(acks_late=True, autoretry_for=(ProvisioningFailed,), retry_backoff=5, max_retries=5)
+@shared_task(acks_late=True)
 def apply_routing(endpoint_id: int) -> None:
     """Send an endpoint's traffic to its provider, when that takes long (Azure ML)."""
     endpoint = Endpoint.objects.filter(pk=endpoint_id, deleting=False).first()

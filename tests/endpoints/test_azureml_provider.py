@@ -334,3 +334,55 @@ def test_a_flows_connections_are_the_workspaces_on_azure(azure, import_flow, own
     deployment = deploy(import_flow, owner, flow="chat-basic")
 
     assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+
+
+def test_a_user_assigned_identity_runs_on_azure_by_its_azure_ids(azure, import_flow, owner):
+    from workspace.models import ManagedIdentity
+
+    identity = ManagedIdentity.objects.create(project=Project.default(), name="flow-runner")
+    user_assigned = {"identity_type": "user_assigned", "user_assigned_identity": "flow-runner"}
+
+    failed = deploy(import_flow, owner, endpoint_kwargs=user_assigned)
+
+    assert failed.state == DeploymentState.FAILED
+    assert failed.failure_reason.startswith("User-assigned identity flow-runner has no Azure resource ID or client ID")
+    resource_id = (
+        f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/identities-rg/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/flow-runner"
+    )
+    client_id = "11111111-2222-4333-8444-555555555555"
+    ManagedIdentity.objects.filter(pk=identity.pk).update(azure_resource_id=resource_id, azure_client_id=client_id)
+
+    deployment = deploy(import_flow, owner)
+
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+    created = azure.bodies("PUT", "/onlineEndpoints/ep-azure")[0]
+    assert created["identity"]["type"] == "UserAssigned"
+    assert list(created["identity"]["userAssignedIdentities"]) == [resource_id]
+    assert "enforce_access_to_default_secret_stores" not in created["properties"].get("properties", {})
+    variables = azure.body("PUT", DEPLOYMENT_PATH)["properties"]["environmentVariables"]
+    assert variables["AZURE_CLIENT_ID"] == client_id
+
+
+def test_a_traffic_change_is_applied_on_azure_or_its_refusal_shown(azure, import_flow, owner):
+    from endpoints import tasks
+
+    deployment = deploy(import_flow, owner)
+    green = services.create_or_update_deployment(
+        deployment.endpoint, "green", deployment.flow_version, user=owner, vm_size="Standard_DS3_v2"
+    )
+    provisioning.provision(green.pk)
+    endpoint = Endpoint.objects.get(name="ep-azure")
+    services.set_traffic(endpoint, {"blue": 70, "green": 30})
+
+    tasks.apply_routing(endpoint.pk)  # what the commit dispatches
+
+    assert azure.body("PUT", "/onlineEndpoints/ep-azure")["properties"]["traffic"] == {"blue": 70, "green": 30}
+    assert green.events.last().message == "Azure ML applied the traffic: {'blue': 70, 'green': 30}."
+    refusal = "Traffic cannot go to a deployment being updated."
+    azure.fail_next("/onlineEndpoints/ep-azure", "BadArgument", refusal)
+    services.set_traffic(endpoint, {"blue": 50, "green": 50})
+    tasks.apply_routing(endpoint.pk)
+    event = deployment.events.last()
+    assert event.level == "error"
+    assert event.message == f"Setting the traffic of endpoint ep-azure failed: (BadArgument) {refusal}"

@@ -231,6 +231,12 @@ def identity_resource_id(endpoint: Endpoint, workspace: WorkspaceInfo | None = N
     )
 
 
+def identity_client_id(endpoint: Endpoint) -> str | None:
+    """The Azure client id of the endpoint's user-assigned identity (AZURE_CLIENT_ID), when it was entered."""
+    identity = endpoint.user_assigned_identity if endpoint.identity_type == IdentityType.USER else None
+    return (identity.azure_client_id or None) if identity is not None else None
+
+
 def endpoint_for(endpoint: Endpoint, identity_resource_id: str | None) -> ManagedOnlineEndpoint:
     """The endpoint without its traffic (traffic_for): Azure refuses traffic to deployments not created yet."""
     properties = {}

@@ -21,7 +21,7 @@ from django.db import transaction
 
 from endpoints.connections import connection_problems
 from endpoints.jobs import Job, ProvisioningFailed
-from endpoints.models import Deployment, Endpoint, IdentityType, Phase
+from endpoints.models import Deployment, DeploymentState, Endpoint, IdentityType, Phase
 from endpoints.providers import Progress, Provider, ProviderError
 from endpoints.providers.azureml import artifacts
 from flows.models import FlowVersion
@@ -55,6 +55,19 @@ class AzureFailed(ProviderError):
 
     def __init__(self, operation: str, exc: Exception):
         super().__init__(f"{operation} failed: {azure.azure_message(exc)}")
+
+
+def identity_problem(endpoint: Endpoint) -> str:
+    """A user-assigned identity runs the endpoint on Azure only by its Azure resource and client ids."""
+    if endpoint.identity_type != IdentityType.USER or endpoint.user_assigned_identity is None:
+        return ""
+    identity = endpoint.user_assigned_identity
+    if identity.azure_resource_id and identity.azure_client_id:
+        return ""
+    return (
+        f"User-assigned identity {identity.name} has no Azure resource ID or client ID: an Owner enters them under "
+        f"Access control (IAM) > Managed identities of project '{endpoint.project}' (az identity show prints both)."
+    )
 
 
 def workspace_of(endpoint: Endpoint):
@@ -105,6 +118,9 @@ class AzureMLProvider(Provider):
 
     def validate(self, job: Job) -> list[str]:
         deployment = job.deployment
+        identity = identity_problem(deployment.endpoint)
+        if identity:
+            return [identity]
         return self.connection_problems(
             deployment.flow_version, deployment.connection_overrides, deployment.endpoint.project
         )
@@ -189,10 +205,7 @@ class AzureMLProvider(Provider):
             f"Creating deployment {deployment.name} on Azure ML: {deployment.instance_count} x {deployment.vm_size}.",
         )
         self._ensure_endpoint(job, client, info)
-        client_id = None
-        if endpoint.identity_type == IdentityType.USER and endpoint.user_assigned_identity is not None:
-            identity = endpoint.user_assigned_identity
-            client_id = identity.azure_client_id or str(identity.client_id)
+        client_id = artifacts.identity_client_id(endpoint)
         entity = artifacts.deployment_for(deployment, model, environment, info, client_id)
         try:
             return client.online_deployments.begin_create_or_update(entity)
@@ -292,7 +305,19 @@ class AzureMLProvider(Provider):
             transaction.on_commit(lambda: tasks.apply_routing.delay(endpoint.pk))
 
     def apply_routing_now(self, endpoint: Endpoint) -> None:
-        self._set_traffic(endpoint, lambda: None)
+        """Apply the endpoint's traffic on Azure; the outcome is an event of each of its deployments, which the
+        Details and Logs tabs show (Azure's refusal in its words)."""
+        traffic = artifacts.traffic_for(endpoint)
+        try:
+            self._set_traffic(endpoint, lambda: None)
+        except ProviderError as exc:
+            message, level = str(exc), "error"
+        else:
+            message, level = f"Azure ML applied the traffic: {traffic.traffic or 'none'}.", "info"
+            if traffic.mirror_traffic:
+                message = message[:-1] + f", mirror {traffic.mirror_traffic}."
+        for deployment in endpoint.deployments.exclude(state=DeploymentState.DELETING):
+            deployment.event(message, level=level)
 
     def withdraw(self, endpoint_name: str) -> None:
         """Azure revokes the keys when it deletes the endpoint (remove_endpoint)."""

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from endpoints.connections import resolve
-from endpoints.models import LIVE_INSTANCE_STATES, Deployment, DeploymentState, Endpoint, InstanceState
+from endpoints.models import LIVE_INSTANCE_STATES, Deployment, DeploymentState, Endpoint, InstanceState, Provider
 
 
 @dataclass
@@ -87,19 +87,30 @@ def traffic_changes(endpoint: Endpoint, live: dict[str, int], mirror: dict[str, 
 
 def scale_consequences(deployment: Deployment, count: int) -> list[str]:
     """What a Scale does and loses: new instances, the current ones stopped, capacity when scaling in."""
+    if deployment.endpoint.provider == Provider.AZUREML:
+        lines = [
+            f"Azure ML updates deployment {deployment.name} to {count} instance(s) of {deployment.vm_size}, "
+            "rolling: it keeps serving while instances are added or removed.",
+            "Azure checks the subscription's quota for the new count; a refusal fails the update with its message.",
+        ]
+        return lines + _capacity_line(deployment, count)
     current = deployment.instances.filter(generation=deployment.live_generation, state__in=LIVE_INSTANCE_STATES).count()
     lines = [
         f"{count} new instance(s) of {deployment.vm_size} start with flow {deployment.flow_version}; "
         "the traffic moves to them once they answer.",
         f"The {current} current instance(s) stop after finishing the requests in flight; their logs are removed.",
     ]
-    if count < deployment.instance_count:
-        per = deployment.max_concurrent_requests_per_instance
-        lines.append(
-            f"Capacity: at most {count * per} requests at once instead of {deployment.instance_count * per}; "
-            "more answer 429."
-        )
-    return lines
+    return lines + _capacity_line(deployment, count)
+
+
+def _capacity_line(deployment: Deployment, count: int) -> list[str]:
+    if count >= deployment.instance_count:
+        return []
+    per = deployment.max_concurrent_requests_per_instance
+    return [
+        f"Capacity: at most {count * per} requests at once instead of {deployment.instance_count * per}; "
+        "more answer 429."
+    ]
 
 
 DETAILS_EVENTS = 50
@@ -130,24 +141,41 @@ def connection_rows(deployment: Deployment) -> list[tuple[str, str]]:
 
 
 def deployment_losses(deployment: Deployment) -> list[str]:
+    if deployment.endpoint.provider == Provider.AZUREML:
+        losses = [
+            f"Deployment {deployment.name} (flow {deployment.flow_version}) and its settings.",
+            f"The managed online deployment on Azure ML with its {deployment.instance_count} instance(s) and their "
+            "logs; its traffic goes to 0 on Azure first. The model and environment stay registered in the workspace.",
+            "Its event history here.",
+        ]
+        return losses + _traffic_loss(deployment)
     count = deployment.instances.filter(state__in=LIVE_INSTANCE_STATES).count()
     losses = [
         f"Deployment {deployment.name} (flow {deployment.flow_version}) and its settings.",
         f"Its {count} running instance(s): requests in flight finish, then the processes stop.",
         "Its instance logs and its event history.",
     ]
+    return losses + _traffic_loss(deployment)
+
+
+def _traffic_loss(deployment: Deployment) -> list[str]:
     share = deployment.endpoint.traffic.get(deployment.name)
-    if share:
-        losses.append(
-            f"The {share}% of the endpoint's traffic it receives: no other deployment serves it, so clients get "
-            "503 until a deployment is added to the endpoint and given the traffic."
-        )
-    return losses
+    if not share:
+        return []
+    return [
+        f"The {share}% of the endpoint's traffic it receives: no other deployment serves it, so clients get "
+        "503 until a deployment is added to the endpoint and given the traffic."
+    ]
 
 
 def endpoint_losses(endpoint: Endpoint) -> list[str]:
     names = list(endpoint.deployments.values_list("name", flat=True))
     losses = [f"Endpoint {endpoint.name}: its scoring URL answers 404 from then on."]
+    if endpoint.provider == Provider.AZUREML:
+        losses[0] = (
+            f"Endpoint {endpoint.name} and its managed online endpoint on Azure ML: its scoring URI stops answering "
+            "once Azure has deleted it (its keys work until then)."
+        )
     if names:
         losses.append(f"Its {len(names)} deployment(s) ({', '.join(names)}), their instances, logs and events.")
     if endpoint.auth_type == "key":

@@ -386,3 +386,15 @@ def test_a_traffic_change_is_applied_on_azure_or_its_refusal_shown(azure, import
     event = deployment.events.last()
     assert event.level == "error"
     assert event.message == f"Setting the traffic of endpoint ep-azure failed: (BadArgument) {refusal}"
+
+
+def test_scale_and_delete_confirmations_say_what_happens_on_azure(azure, import_flow, owner, client):
+    deployment = deploy(import_flow, owner)
+    client.force_login(owner)
+
+    scale = client.post(f"{deployment.get_absolute_url()}scale/", {"instance_count": "3"}).content.decode()
+    delete = client.get(f"{deployment.get_absolute_url()}delete/").content.decode()
+
+    assert "Azure ML updates deployment blue to 3 instance(s) of Standard_DS3_v2, rolling" in scale
+    assert "this machine" not in scale and "processes" not in scale
+    assert "The managed online deployment on Azure ML with its 1 instance(s)" in delete

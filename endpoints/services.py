@@ -361,9 +361,14 @@ def _int(value: Any, label: str, low: int, high: int) -> int:
     return number
 
 
-def clean_deployment_settings(flow_version: FlowVersion, values: dict, existing: Deployment | None = None) -> dict:
+def clean_deployment_settings(
+    flow_version: FlowVersion,
+    values: dict,
+    existing: Deployment | None = None,
+    connections: dict[str, str] | None = None,
+) -> dict:
     """Every deployment setting checked, with every problem at once, each under its field; unknown fields are
-    refused."""
+    refused. `connections`: those the deployment can use where it runs (by default, this studio's)."""
     errors: dict[str, list[str]] = {}
 
     def check(field: str, cleaner) -> None:
@@ -400,7 +405,7 @@ def clean_deployment_settings(flow_version: FlowVersion, values: dict, existing:
         errors["connection_overrides"] = ["Connection overrides map a flow connection to another one."]
     else:
         used = set(flow_version.connection_names())
-        existing_connections = connection_type_names()
+        existing_connections = connection_type_names() if connections is None else connections
         for name, target in overrides.items():
             if name not in used:
                 errors.setdefault("connection_overrides", []).append(f"The flow uses no connection named {name!r}.")
@@ -467,8 +472,10 @@ def create_or_update_deployment(
                 "its own project."
             }
         )
-    data = clean_deployment_settings(flow_version, values, existing)
-    problems = provider_for(endpoint).connection_problems(flow_version, data["connection_overrides"], endpoint.project)
+    provider = provider_for(endpoint)
+    connections = provider.connection_types(endpoint.project)
+    data = clean_deployment_settings(flow_version, values, existing, connections)
+    problems = provider.connection_problems(flow_version, data["connection_overrides"], endpoint.project, connections)
     if problems:
         raise ValidationError({"connection_overrides": problems})
     shortfall = provider_for(endpoint).capacity_problem(data["vm_size"], data["instance_count"], excluding=existing)

@@ -351,7 +351,9 @@ class OutputsForm(StepForm):
     def clean(self):
         data = super().clean()
         overrides = self.overrides(data)
-        for problem in self.provider.connection_problems(self.flow_version, overrides, self.flow_version.flow.project):
+        for problem in self.provider.connection_problems(
+            self.flow_version, overrides, self.flow_version.flow.project, self.existing
+        ):
             self.add_error(self._connection_field_of(problem, overrides), problem)
         return data
 

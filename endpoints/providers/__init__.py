@@ -44,8 +44,15 @@ class Provider:
         """The connections a flow of `project` can use where this provider runs it: name -> promptflow type."""
         raise NotImplementedError
 
-    def connection_problems(self, flow_version: FlowVersion, overrides: dict[str, str], project: Project) -> list[str]:
-        return connection_problems(flow_version, overrides, self.connection_types(project))
+    def connection_problems(
+        self,
+        flow_version: FlowVersion,
+        overrides: dict[str, str],
+        project: Project,
+        known: dict[str, str] | None = None,
+    ) -> list[str]:
+        """What stops the flow from getting its connections here; `known`: connection_types(project), if at hand."""
+        return connection_problems(flow_version, overrides, self.connection_types(project) if known is None else known)
 
     def build_environment(self, job: Job) -> Any:
         raise NotImplementedError

@@ -398,3 +398,15 @@ def test_scale_and_delete_confirmations_say_what_happens_on_azure(azure, import_
     assert "Azure ML updates deployment blue to 3 instance(s) of Standard_DS3_v2, rolling" in scale
     assert "this machine" not in scale and "processes" not in scale
     assert "The managed online deployment on Azure ML with its 1 instance(s)" in delete
+
+
+def test_a_connection_override_names_a_workspace_connection(azure, import_flow, owner):
+    azure.connections = {"prod-openai": "OpenAI"}  # neither name exists in the studio
+
+    deployment = deploy(
+        import_flow, owner, flow="chat-basic", connection_overrides={"open_ai_connection": "prod-openai"}
+    )
+
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+    variables = azure.body("PUT", DEPLOYMENT_PATH)["properties"]["environmentVariables"]
+    assert variables["open_ai_connection"] == "prod-openai"  # promptflow's override of a connection by name

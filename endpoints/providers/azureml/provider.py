@@ -137,13 +137,19 @@ class AzureMLProvider(Provider):
             raise AzureFailed(f"Listing the connections of Azure ML workspace {workspace.workspace_name}", exc) from exc
         return {connection.name: promptflow_type(connection.type) for connection in found}
 
-    def connection_problems(self, flow_version: FlowVersion, overrides: dict[str, str], project: Project) -> list[str]:
+    def connection_problems(
+        self,
+        flow_version: FlowVersion,
+        overrides: dict[str, str],
+        project: Project,
+        known: dict[str, str] | None = None,
+    ) -> list[str]:
         workspace = azure.project_workspace(project)
         name = workspace.workspace_name if workspace else "(not connected)"
         return connection_problems(
             flow_version,
             overrides,
-            self.connection_types(project),
+            self.connection_types(project) if known is None else known,
             where=f"Azure ML workspace {name}",
             advice="On Azure a flow reads the workspace's connections by name: create it there "
             "(az ml connection create), or override it with another of the workspace's connections.",

@@ -446,6 +446,11 @@ SCHEMAS: dict[str, dict] = {
             "vm_size": {"type": "string", "enum": list(SIZES), "description": "Azure's instance_type"},
             "instance_count": {"type": "integer", "minimum": 1},
             "environment_variables": _string_map(),
+            "environment": {
+                "type": "string",
+                "description": "Azure ML endpoints: a custom environment used as is (azureml:<name>:<version>); "
+                "empty for the one built from the flow",
+            },
             "selected_outputs": {"type": "array", "items": {"type": "string"}},
             "connection_overrides": {**_string_map(), "description": "Connection the flow names to the one to use"},
             "request_timeout_ms": {"type": "integer", "minimum": 1000, "maximum": 3600000},

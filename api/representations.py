@@ -168,6 +168,7 @@ def deployment_json(deployment: Deployment, detail: bool = False) -> dict:
         "vm_size": deployment.vm_size,
         "instance_count": deployment.instance_count,
         "environment_variables": dict(deployment.environment_variables),
+        "environment": deployment.environment,
         "selected_outputs": list(deployment.selected_outputs),
         "connection_overrides": dict(deployment.connection_overrides),
         "request_timeout_ms": deployment.request_timeout_ms,

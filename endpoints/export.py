@@ -89,7 +89,11 @@ def _files(deployment: Deployment, scratch: Path, workspace: WorkspaceInfo | Non
         deployment.endpoint, artifacts.identity_resource_id(deployment.endpoint, workspace)
     )
     online_deployment = artifacts.deployment_for(
-        deployment, model, environment, workspace, artifacts.identity_client_id(deployment.endpoint)
+        deployment,
+        model,
+        deployment.environment or environment,  # a custom environment is used as is
+        workspace,
+        artifacts.identity_client_id(deployment.endpoint),
     )
     # The entities write absolute paths; the YAML points into the zip instead, relative to each file.
     files = {f"{ENVIRONMENT_FOLDER}/{p.name}": p.read_bytes() for p in context.iterdir() if p.is_file()}

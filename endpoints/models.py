@@ -157,6 +157,9 @@ class Deployment(models.Model):
     vm_size = models.CharField(max_length=32, default=sizes.DEFAULT_SIZE)
     instance_count = models.PositiveIntegerField(default=1)
     environment_variables = models.JSONField(default=dict, blank=True)
+    # A custom Azure ML environment used as is ("azureml:<name>:<version>"), or "" for the one built from the
+    # pinned runtime and the flow's requirements. Azure ML deployments only.
+    environment = models.CharField(max_length=300, blank=True)
     selected_outputs = models.JSONField(default=list, blank=True)
     connection_overrides = models.JSONField(default=dict, blank=True)
     request_timeout_ms = models.PositiveIntegerField(default=90_000)

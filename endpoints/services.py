@@ -315,6 +315,7 @@ DEPLOYMENT_DEFAULTS = {
     "vm_size": sizes.DEFAULT_SIZE,
     "instance_count": 1,
     "environment_variables": {},
+    "environment": "",
     "selected_outputs": [],
     "connection_overrides": {},
     "request_timeout_ms": 90_000,
@@ -413,11 +414,32 @@ def clean_deployment_settings(
                 errors.setdefault("connection_overrides", []).append(f"There is no connection named {target!r}.")
         data["connection_overrides"] = {k: v for k, v in overrides.items() if v and v != k}
     check("tags", clean_tags)
+    check("environment", clean_custom_environment)
     data["data_collection"] = bool(data["data_collection"])
     data["app_insights_enabled"] = bool(data["app_insights_enabled"])
     if errors:
         raise ValidationError(errors)
     return data
+
+
+CUSTOM_ENVIRONMENT = re.compile(
+    r"^(azureml:[A-Za-z0-9][A-Za-z0-9_.-]{0,254}(:[A-Za-z0-9_.-]{1,30}|@latest)"
+    r"|/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/workspaces/[^/]+"
+    r"/environments/[^/]+/versions/[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def clean_custom_environment(value: Any) -> str:
+    """A custom Azure ML environment reference, or "" for the environment built from the flow."""
+    value = "" if value is None else value
+    value = value.strip() if isinstance(value, str) else value
+    if not isinstance(value, str) or (value and not CUSTOM_ENVIRONMENT.match(value)):
+        raise ValidationError(
+            f"Environment: azureml:<name>:<version>, azureml:<name>@latest or an environment's ARM id, not {value!r}; "
+            "leave it empty for the environment built from the flow's requirements."
+        )
+    return value
 
 
 def check_scale(deployment: Deployment, instance_count: Any) -> int:
@@ -475,6 +497,13 @@ def create_or_update_deployment(
     provider = provider_for(endpoint)
     connections = provider.connection_types(endpoint.project)
     data = clean_deployment_settings(flow_version, values, existing, connections)
+    if data["environment"] and endpoint.provider != Provider.AZUREML:
+        raise ValidationError(
+            {
+                "environment": f"Endpoint {endpoint.name} runs on this machine, where a flow runs in the pinned "
+                "runtime plus its requirements.txt: a custom environment is for Azure Machine Learning endpoints."
+            }
+        )
     problems = provider.connection_problems(flow_version, data["connection_overrides"], endpoint.project, connections)
     if problems:
         raise ValidationError({"connection_overrides": problems})

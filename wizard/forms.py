@@ -305,9 +305,19 @@ class DeploymentForm(StepForm):
         initial=services.DEPLOYMENT_DEFAULTS["max_concurrent_requests_per_instance"],
     )
     app_insights_enabled = forms.BooleanField(label="Application Insights diagnostics", required=False)
+    environment = forms.CharField(label="Environment", required=False, max_length=300)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_azure = draft_provider(self.draft) == Provider.AZUREML
+        self.fields["environment"].widget.attrs["placeholder"] = "azureml:<name>:<version>"
 
     def clean(self):
         data = super().clean()
+        if data.get("environment") and not self.on_azure:
+            self.add_error(
+                "environment", "A custom environment is for Azure Machine Learning endpoints; this one runs here."
+            )
         valid = {name: value for name, value in data.items() if name not in self.errors}
         try:
             services.clean_deployment_settings(self.flow_version, valid)

@@ -32,6 +32,7 @@ FIELD_STEPS = {
     "app_insights_enabled": "deployment",
     "max_concurrent_requests_per_instance": "deployment",
     "environment_variables": "deployment",
+    "environment": "deployment",
     "selected_outputs": "outputs",
     "connection_overrides": "outputs",
 }
@@ -110,6 +111,7 @@ def _create_rows(draft: DeploymentDraft, user) -> Deployment:
         request_timeout_ms=deployment_settings["request_timeout_ms"],
         max_concurrent_requests_per_instance=deployment_settings["max_concurrent_requests_per_instance"],
         app_insights_enabled=deployment_settings["app_insights_enabled"],
+        environment=deployment_settings.get("environment", ""),
         selected_outputs=outputs.cleaned_data["selected_outputs"],
         connection_overrides=outputs.overrides(),
     )

@@ -106,7 +106,7 @@ def test_it_adds_a_second_deployment_to_an_existing_endpoint(
     expect(page.get_by_text("its settings stay as they are")).to_be_visible()
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_role("heading", name="Advanced settings: Deployment")).to_be_visible()
-    expect(page.get_by_text("Custom environments are not available yet.")).to_be_visible()
+    expect(page.get_by_text("custom environments are for Azure Machine Learning endpoints.")).to_be_visible()
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_role("heading", name="Advanced settings: Outputs & connections")).to_be_visible()
     expect(page.get_by_label("category (string)")).to_be_checked()

@@ -410,3 +410,43 @@ def test_a_connection_override_names_a_workspace_connection(azure, import_flow, 
     assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
     variables = azure.body("PUT", DEPLOYMENT_PATH)["properties"]["environmentVariables"]
     assert variables["open_ai_connection"] == "prod-openai"  # promptflow's override of a connection by name
+
+
+def test_a_custom_environment_is_used_as_is(azure, import_flow, owner):
+    from azure.ai.ml.entities import Environment
+    from fake_arm import ml_client
+
+    from endpoints.providers.azureml.artifacts import INFERENCE_CONFIG
+
+    failed = deploy(import_flow, owner, environment="azureml:team-serving:3")
+    assert failed.state == DeploymentState.FAILED
+    assert failed.failure_reason == (
+        f"Environment azureml:team-serving:3 is not in Azure ML workspace {WORKSPACE}. Register it there first "
+        "(az ml environment create), or leave Environment empty."
+    )
+    ml_client(azure).environments.create_or_update(
+        Environment(
+            name="team-serving", version="3", image="myacr.azurecr.io/serving:3", inference_config=INFERENCE_CONFIG
+        )
+    )
+
+    deployment = deploy(import_flow, owner, environment="azureml:team-serving:3")
+
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.failure_reason
+    environment_id = azure.body("PUT", DEPLOYMENT_PATH)["properties"]["environmentId"]
+    assert environment_id.endswith("/environments/team-serving/versions/3")
+    assert not [r for r in azure.calls("PUT") if "/environments/chat-stream-offline-env/" in r.path]
+
+
+def test_a_custom_environment_is_refused_on_this_machine_and_when_malformed(db, import_flow, owner):
+    version = import_flow("chat-stream-offline")
+    endpoint = services.create_endpoint("ep-local", user=owner)
+    with pytest.raises(ValidationError) as refused:
+        services.create_or_update_deployment(endpoint, "blue", version, user=owner, environment="azureml:env:1")
+    assert (
+        "a custom environment is for Azure Machine Learning endpoints" in refused.value.message_dict["environment"][0]
+    )
+    with pytest.raises(ValidationError) as refused:
+        services.create_or_update_deployment(endpoint, "blue", version, user=owner, environment="python:3.11")
+    assert refused.value.message_dict["environment"][0].startswith("Environment: azureml:<name>:<version>")
+    assert not Deployment.objects.exists()

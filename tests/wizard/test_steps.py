@@ -192,7 +192,7 @@ def test_it_validates_the_deployment_step_and_shows_the_flows_environment(deploy
     _post(deployer_client, draft, "basic", {**BASIC, "go": "next"})
     page = deployer_client.get(draft.step_url("deployment")).content.decode()
     assert "Environment" in page
-    assert "Custom environments are not available yet." in page
+    assert "custom environments are for Azure Machine Learning endpoints." in page
     assert version.requirements.strip().splitlines()[0] in page
     base = {"request_timeout_ms": "90000", "max_concurrent_requests_per_instance": "8"}
     response = _post(deployer_client, draft, "deployment", {**base, "request_timeout_ms": "10"})

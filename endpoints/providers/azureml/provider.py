@@ -158,6 +158,8 @@ class AzureMLProvider(Provider):
     def build_environment(self, job: Job):
         deployment = job.deployment
         client = client_for(deployment.endpoint)
+        if deployment.environment:
+            return self._custom_environment(job, client)
         with tempfile.TemporaryDirectory(prefix="flowdeploy-azure-env-") as folder:
             context = artifacts.write_build_context(deployment, Path(folder) / "environment")
             environment = artifacts.environment_for(deployment, context)
@@ -174,6 +176,26 @@ class AzureMLProvider(Provider):
                 return client.environments.create_or_update(environment)
             except HttpResponseError as exc:
                 raise AzureFailed(f"Registering environment {environment.name}:{environment.version}", exc) from exc
+
+    def _custom_environment(self, job: Job, client) -> str:
+        """The user's environment, used as is once Azure confirms it exists."""
+        reference = job.deployment.environment
+        job.advance(Phase.BUILDING_ENVIRONMENT, f"Using the custom environment {reference} as is.")
+        if reference.startswith("/"):
+            return reference
+        name, _, version = reference.removeprefix("azureml:").partition(":")
+        name, _, label = name.partition("@")
+        try:
+            found = client.environments.get(name=name, version=version or None, label=label or None)
+        except ResourceNotFoundError:
+            workspace = workspace_of(job.deployment.endpoint).workspace_name
+            raise ProvisioningFailed(
+                f"Environment {reference} is not in Azure ML workspace {workspace}. Register it there first "
+                "(az ml environment create), or leave Environment empty."
+            ) from None
+        except HttpResponseError as exc:
+            raise AzureFailed(f"Getting environment {reference}", exc) from exc
+        return found.id or reference
 
     def register_model(self, job: Job):
         version = job.deployment.flow_version

@@ -69,3 +69,21 @@ def test_it_creates_an_azure_endpoint_from_the_wizard(
     assert sent["sku"]["capacity"] == 2
     collections = sent["properties"]["dataCollector"]["collections"]
     assert collections["model_inputs"]["samplingRate"] == 0.25
+
+
+def test_the_deployment_step_takes_a_custom_environment_only_for_azure(azure, deployer_client, draft):
+    settings = {"request_timeout_ms": "90000", "max_concurrent_requests_per_instance": "8", "go": "review"}
+    deployer_client.post(draft.step_url("basic"), BASIC)  # this machine
+    refused = deployer_client.post(draft.step_url("deployment"), {**settings, "environment": "azureml:team:1"})
+    assert refused.status_code == 400
+    assert "A custom environment is for Azure Machine Learning endpoints; this one runs here." in (
+        refused.content.decode()
+    )
+
+    deployer_client.post(draft.step_url("basic"), {**BASIC, "provider": "azureml"})
+    page = deployer_client.get(draft.step_url("deployment")).content.decode()
+    assert 'name="environment"' in page
+    taken = deployer_client.post(draft.step_url("deployment"), {**settings, "environment": "azureml:team:1"})
+    assert taken.status_code == 302, taken.content.decode()
+    review = deployer_client.get(draft.step_url("review")).content.decode()
+    assert "azureml:team:1 (custom, used as is)" in review

@@ -39,6 +39,14 @@ def test_it_creates_an_endpoint_from_azures_yaml(cli, tmp_path):
     assert result.out.startswith('{\n  "name"')  # indented like az
 
 
+def test_it_asks_for_an_azure_ml_endpoint_and_prints_why_not(cli, tmp_path):
+    spec = write_yaml(tmp_path, "endpoint.yml", ENDPOINT_YAML)
+    result = cli("online-endpoint", "create", "-f", spec, "--provider", "azureml")
+    assert result.code == 1
+    assert "is not connected to an Azure ML workspace" in result.err
+    assert not Endpoint.objects.exists()
+
+
 def test_it_reports_azure_only_fields_as_not_used(cli, tmp_path):
     spec = write_yaml(tmp_path, "endpoint.yml", {**ENDPOINT_YAML, "public_network_access": "disabled"})
     result = cli("online-endpoint", "create", "-f", spec)

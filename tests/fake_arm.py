@@ -1294,3 +1294,26 @@ def fake_azure() -> Iterator[FakeArm]:
         yield fake
     fake.hold = False
     fake.settle()  # lets pollers still waiting in background threads finish
+
+
+def connect_project(project: Any = None) -> Any:
+    """Connect `project` (the default one) to the fake's workspace, as an Owner does on its Azure page."""
+    from workspace.models import AzureWorkspace, Project
+
+    return AzureWorkspace.objects.create(
+        project=project or Project.default(),
+        subscription_id=SUBSCRIPTION_ID,
+        resource_group=RESOURCE_GROUP,
+        workspace_name=WORKSPACE,
+        credential_type="default",
+    )
+
+
+@pytest.fixture
+def azure(fake_azure: FakeArm, monkeypatch: pytest.MonkeyPatch, db: None) -> FakeArm:
+    """The default project connected to the fake's workspace; every client the studio builds talks to the fake."""
+    import workspace.azure
+
+    connect_project()
+    monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake_azure, "credential": FakeCredential()})
+    return fake_azure

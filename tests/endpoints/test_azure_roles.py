@@ -3,18 +3,17 @@ needs where, the az commands, granting them through azure-mgmt-authorization aga
 (tests/fake_arm.py), the endpoint page's card and Grant on Azure, and the identities' Azure ids."""
 
 import pytest
-from fake_arm import RESOURCE_GROUP, SUBSCRIPTION_ID, WORKSPACE, FakeArm, FakeCredential, ml_client
+from fake_arm import RESOURCE_GROUP, SUBSCRIPTION_ID, WORKSPACE, FakeArm, ml_client
 from roles import member
 
 from django.contrib.messages import get_messages
 
-import workspace.azure
 from endpoints import services
 from endpoints.models import Endpoint, IdentityType, Provider
 from endpoints.providers.azureml import artifacts, roles
-from workspace.models import AuditEvent, AzureWorkspace, ManagedIdentity, Project, ProjectRole
+from workspace.models import AuditEvent, ManagedIdentity, Project, ProjectRole
 
-pytest_plugins = ["fake_arm"]  # the fake_azure fixture
+pytest_plugins = ["fake_arm"]  # the azure and fake_azure fixtures
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # azure-ai-ml's experimental-class and marshmallow warnings
 
@@ -38,20 +37,6 @@ USER_ASSIGNED_NEEDS = [
     (BLOB_READER, STORAGE_ID),
     (METRICS_WRITER, WORKSPACE_ID),
 ]
-
-
-@pytest.fixture
-def azure(fake_azure: FakeArm, monkeypatch, db) -> FakeArm:
-    """The default project connected to the fake's workspace; every client the studio builds talks to the fake."""
-    AzureWorkspace.objects.create(
-        project=Project.default(),
-        subscription_id=SUBSCRIPTION_ID,
-        resource_group=RESOURCE_GROUP,
-        workspace_name=WORKSPACE,
-        credential_type="default",
-    )
-    monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake_azure, "credential": FakeCredential()})
-    return fake_azure
 
 
 @pytest.fixture

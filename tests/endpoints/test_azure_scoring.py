@@ -14,36 +14,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_arm import RESOURCE_GROUP, SUBSCRIPTION_ID, WORKSPACE, FakeArm, FakeCredential
+from fake_arm import FakeArm
 from fake_azure_scoring import FakeAzureScoring, answer_text
 from roles import member
 
 from django.urls import reverse
 
-import workspace.azure
 from endpoints import provisioning, samples, services
 from endpoints.models import Deployment, DeploymentState, Endpoint, Provider
-from workspace.models import AzureWorkspace, Project, ProjectRole
+from workspace.models import ProjectRole
 
-pytest_plugins = ["fake_arm"]  # the fake_azure fixture
+pytest_plugins = ["fake_arm"]  # the azure and fake_azure fixtures
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # azure-ai-ml's experimental-class and marshmallow warnings
 
 RUNNERS = {"python": [sys.executable], "python_requests": [sys.executable], "javascript": ["node"], "curl": ["bash"]}
-
-
-@pytest.fixture
-def azure(fake_azure: FakeArm, monkeypatch, db) -> FakeArm:
-    """The default project connected to the fake's workspace; every client the studio builds talks to the fake."""
-    AzureWorkspace.objects.create(
-        project=Project.default(),
-        subscription_id=SUBSCRIPTION_ID,
-        resource_group=RESOURCE_GROUP,
-        workspace_name=WORKSPACE,
-        credential_type="default",
-    )
-    monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake_azure, "credential": FakeCredential()})
-    return fake_azure
 
 
 @pytest.fixture

@@ -4,36 +4,21 @@ for the wizard's choices, the polling through Creating, Azure's failures on the 
 logs and deletion. No Azure is reachable here; docs/azure.md says what was verified only against the fake."""
 
 import pytest
-from fake_arm import RESOURCE_GROUP, SUBSCRIPTION_ID, WORKSPACE, FakeArm, FakeCredential
+from fake_arm import RESOURCE_GROUP, SUBSCRIPTION_ID, WORKSPACE, FakeArm, connect_project
 from roles import member
 
 from django.core.exceptions import ValidationError
 
-import workspace.azure
 from endpoints import provisioning, services
 from endpoints.models import Deployment, DeploymentState, Endpoint, Phase, Provider
 from endpoints.providers import provider_for
-from workspace.models import AzureWorkspace, Notification, Project, ProjectRole
+from workspace.models import Notification, Project, ProjectRole
 
-pytest_plugins = ["fake_arm"]  # the fake_azure fixture
+pytest_plugins = ["fake_arm"]  # the azure and fake_azure fixtures
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # azure-ai-ml's experimental-class and marshmallow warnings
 
 DEPLOYMENT_PATH = "/onlineEndpoints/ep-azure/deployments/blue"
-
-
-@pytest.fixture
-def azure(fake_azure: FakeArm, monkeypatch, db) -> FakeArm:
-    """The default project connected to the fake's workspace; every client the studio builds talks to the fake."""
-    AzureWorkspace.objects.create(
-        project=Project.default(),
-        subscription_id=SUBSCRIPTION_ID,
-        resource_group=RESOURCE_GROUP,
-        workspace_name=WORKSPACE,
-        credential_type="default",
-    )
-    monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake_azure, "credential": FakeCredential()})
-    return fake_azure
 
 
 @pytest.fixture
@@ -268,13 +253,7 @@ def test_the_api_creates_an_azure_endpoint_only_in_a_connected_project(db, owner
     refused = client.post("/api/v1/online-endpoints", data=body, content_type="application/json", headers=headers)
     assert refused.status_code == 400
     assert refused.json()["error"]["field"] == "provider"
-    AzureWorkspace.objects.create(
-        project=Project.default(),
-        subscription_id=SUBSCRIPTION_ID,
-        resource_group=RESOURCE_GROUP,
-        workspace_name=WORKSPACE,
-        credential_type="default",
-    )
+    connect_project()
     created = client.post("/api/v1/online-endpoints", data=body, content_type="application/json", headers=headers)
     assert created.status_code == 201, created.content
     assert created.json()["provider"] == "azureml"

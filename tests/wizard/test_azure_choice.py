@@ -2,14 +2,12 @@
 endpoint whose deployment carries the wizard's sampling rate to Azure's data collector."""
 
 import pytest
-from fake_arm import RESOURCE_GROUP, SUBSCRIPTION_ID, WORKSPACE, FakeArm, FakeCredential
+from fake_arm import WORKSPACE
 
-import workspace.azure
 from endpoints import provisioning
 from endpoints.models import Deployment, DeploymentState, Endpoint, Provider
-from workspace.models import AzureWorkspace, Project
 
-pytest_plugins = ["fake_arm"]  # the fake_azure fixture
+pytest_plugins = ["fake_arm"]  # the azure and fake_azure fixtures
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore")]
 
 BASIC = {
@@ -21,19 +19,6 @@ BASIC = {
     "instance_count": "2",
     "go": "review",
 }
-
-
-@pytest.fixture
-def azure(fake_azure: FakeArm, monkeypatch) -> FakeArm:
-    AzureWorkspace.objects.create(
-        project=Project.default(),
-        subscription_id=SUBSCRIPTION_ID,
-        resource_group=RESOURCE_GROUP,
-        workspace_name=WORKSPACE,
-        credential_type="default",
-    )
-    monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake_azure, "credential": FakeCredential()})
-    return fake_azure
 
 
 def test_it_offers_azure_only_in_a_connected_project(deployer_client, draft):

@@ -201,7 +201,30 @@ class EntraAccount(models.Model):
         return f"{self.user} ({self.object_id})"
 
 
-class Connection(models.Model):
+class EncryptedSecrets:
+    """Secrets kept only encrypted (`secrets_encrypted`), with the names of the keys shown masked (`secret_keys`)."""
+
+    @property
+    def masked_secrets(self) -> str:
+        return ", ".join(f"{key}: {SECRET_MASK}" for key in self.secret_keys) or "—"
+
+    def get_secrets(self) -> dict[str, str]:
+        """Decrypt the secrets. Raises SecretsUnreadable when the key changed."""
+        return decrypt_json(self.secrets_encrypted)
+
+    def set_secrets(self, secrets: dict[str, str]) -> None:
+        self.secrets_encrypted = encrypt_json(secrets) if secrets else ""
+        self.secret_keys = sorted(secrets)
+
+    def secrets_readable(self) -> bool:
+        try:
+            self.get_secrets()
+        except SecretsUnreadable:
+            return False
+        return True
+
+
+class Connection(EncryptedSecrets, models.Model):
     """Credentials a flow uses to reach a provider. Secrets live only in `secrets_encrypted`."""
 
     Type = ConnectionType
@@ -248,25 +271,6 @@ class Connection(models.Model):
             return urls[0] if urls else ""
         return ""
 
-    @property
-    def masked_secrets(self) -> str:
-        return ", ".join(f"{key}: {SECRET_MASK}" for key in self.secret_keys) or "—"
-
-    def get_secrets(self) -> dict[str, str]:
-        """Decrypt the secrets. Raises SecretsUnreadable when the key changed."""
-        return decrypt_json(self.secrets_encrypted)
-
-    def set_secrets(self, secrets: dict[str, str]) -> None:
-        self.secrets_encrypted = encrypt_json(secrets) if secrets else ""
-        self.secret_keys = sorted(secrets)
-
-    def secrets_readable(self) -> bool:
-        try:
-            self.get_secrets()
-        except SecretsUnreadable:
-            return False
-        return True
-
 
 class AzureCredentialType(models.TextChoices):
     """How the studio signs in to Azure for a project's Azure Machine Learning workspace."""
@@ -277,7 +281,7 @@ class AzureCredentialType(models.TextChoices):
     DEFAULT = "default", "DefaultAzureCredential (development only)"
 
 
-class AzureWorkspace(models.Model):
+class AzureWorkspace(EncryptedSecrets, models.Model):
     """The Azure Machine Learning workspace a project's Azure endpoints run in, and how to sign in to it.
     The client secret or certificate lives only in `secrets_encrypted`; rules and clients are in workspace/azure.py."""
 
@@ -321,25 +325,6 @@ class AzureWorkspace(models.Model):
             f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
             f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
         )
-
-    @property
-    def masked_secrets(self) -> str:
-        return ", ".join(f"{key}: {SECRET_MASK}" for key in self.secret_keys) or "—"
-
-    def get_secrets(self) -> dict[str, str]:
-        """Decrypt the secrets. Raises SecretsUnreadable when the key changed."""
-        return decrypt_json(self.secrets_encrypted)
-
-    def set_secrets(self, secrets: dict[str, str]) -> None:
-        self.secrets_encrypted = encrypt_json(secrets) if secrets else ""
-        self.secret_keys = sorted(secrets)
-
-    def secrets_readable(self) -> bool:
-        try:
-            self.get_secrets()
-        except SecretsUnreadable:
-            return False
-        return True
 
 
 class Notification(models.Model):

@@ -27,7 +27,7 @@ from endpoints.providers.azureml import artifacts
 from flows.models import FlowVersion
 from workspace import azure
 from workspace.crypto import SecretsUnreadable
-from workspace.models import Project
+from workspace.models import AzureWorkspace, Project
 
 POLL_SECONDS = 2.0
 # azure-ai-ml's connection types (Azure's categories in snake case) as promptflow's connection classes.
@@ -70,25 +70,29 @@ def identity_problem(endpoint: Endpoint) -> str:
     )
 
 
-def workspace_of(endpoint: Endpoint):
+def workspace_of(endpoint: Endpoint) -> AzureWorkspace:
     workspace = azure.project_workspace(endpoint.project)
     if workspace is None:
-        raise ProvisioningFailed(
+        raise ProviderError(
             f"Endpoint {endpoint.name} runs on Azure Machine Learning, but project '{endpoint.project}' is not "
             "connected to an Azure ML workspace. An Owner connects it on the project's Azure Machine Learning page."
         )
     return workspace
 
 
-def client_for(endpoint: Endpoint):
+def signed_in(make_client: Callable[[AzureWorkspace], Any], workspace: AzureWorkspace) -> Any:
+    """A client of the workspace's credential; ProviderError when its saved secret cannot be read."""
     try:
-        return azure.ml_client(workspace_of(endpoint))
+        return make_client(workspace)
     except SecretsUnreadable as exc:
-        raise ProvisioningFailed(f"The Azure workspace's saved credential cannot be used: {exc}") from exc
+        raise ProviderError(f"The Azure workspace's saved credential cannot be used: {exc}") from exc
 
 
-def info_for(endpoint: Endpoint) -> artifacts.WorkspaceInfo:
-    workspace = workspace_of(endpoint)
+def client_for(endpoint: Endpoint):
+    return signed_in(azure.ml_client, workspace_of(endpoint))
+
+
+def info_for(workspace: AzureWorkspace) -> artifacts.WorkspaceInfo:
     return artifacts.WorkspaceInfo(workspace.subscription_id, workspace.resource_group, workspace.workspace_name)
 
 
@@ -227,7 +231,7 @@ class AzureMLProvider(Provider):
         deployment = job.deployment
         endpoint = deployment.endpoint
         client = client_for(endpoint)
-        info = info_for(endpoint)
+        info = info_for(workspace_of(endpoint))
         job.advance(
             Phase.CREATING_DEPLOYMENT,
             f"Creating deployment {deployment.name} on Azure ML: {deployment.instance_count} x {deployment.vm_size}.",

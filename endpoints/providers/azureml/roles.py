@@ -27,9 +27,8 @@ from django.urls import reverse
 from endpoints.models import IdentityType
 from endpoints.providers import ProviderError
 from endpoints.providers.azureml import artifacts
-from endpoints.providers.azureml.provider import AzureFailed
+from endpoints.providers.azureml.provider import AzureFailed, info_for, signed_in, workspace_of
 from workspace import audit, azure
-from workspace.crypto import SecretsUnreadable
 from workspace.models import ROLE_IDS, BuiltInRole
 
 if TYPE_CHECKING:
@@ -74,23 +73,6 @@ def _requirement(role: BuiltInRole, scope: str, why: str) -> Requirement:
 # --- what the identity needs -----------------------------------------------------------------------------
 
 
-def _workspace(endpoint: Endpoint) -> AzureWorkspace:
-    workspace = azure.project_workspace(endpoint.project)
-    if workspace is None:
-        raise ProviderError(
-            f"Endpoint {endpoint.name} runs on Azure Machine Learning, but project '{endpoint.project}' is not "
-            "connected to an Azure ML workspace. An Owner connects it on the project's Azure Machine Learning page."
-        )
-    return workspace
-
-
-def _ml_client(workspace: AzureWorkspace) -> Any:
-    try:
-        return azure.ml_client(workspace)
-    except SecretsUnreadable as exc:
-        raise ProviderError(f"The Azure workspace's saved credential cannot be used: {exc}") from exc
-
-
 def _uses_user_identity(endpoint: Endpoint) -> bool:
     return endpoint.identity_type == IdentityType.USER and endpoint.user_assigned_identity_id is not None
 
@@ -99,7 +81,7 @@ def required(endpoint: Endpoint) -> list[Requirement]:
     """The roles the endpoint's identity needs on Azure, with their scopes. For a user-assigned identity the
     container registry and storage account are read from the workspace (one call to Azure); ProviderError with
     Azure's message when that fails."""
-    workspace = _workspace(endpoint)
+    workspace = workspace_of(endpoint)
     secrets_reader = _requirement(
         BuiltInRole.CONNECTION_SECRETS_READER,
         workspace.arm_id,
@@ -109,7 +91,7 @@ def required(endpoint: Endpoint) -> list[Requirement]:
         return [] if endpoint.enforce_access_to_connection_secrets else [secrets_reader]
     operation = f"Getting workspace {workspace.workspace_name}"
     try:
-        found = _ml_client(workspace).workspaces.get(workspace.workspace_name)
+        found = signed_in(azure.ml_client, workspace).workspaces.get(workspace.workspace_name)
     except AzureError as exc:
         raise AzureFailed(operation, exc) from exc
     registry = found.container_registry or (
@@ -133,9 +115,9 @@ def principal_id(endpoint: Endpoint) -> str | None:
     (not set, or the endpoint is not on Azure yet)."""
     if _uses_user_identity(endpoint):
         return endpoint.user_assigned_identity.azure_principal_id or None
-    workspace = _workspace(endpoint)
+    workspace = workspace_of(endpoint)
     try:
-        found = _ml_client(workspace).online_endpoints.get(endpoint.name)
+        found = signed_in(azure.ml_client, workspace).online_endpoints.get(endpoint.name)
     except ResourceNotFoundError:
         return None
     except AzureError as exc:
@@ -146,10 +128,10 @@ def principal_id(endpoint: Endpoint) -> str | None:
 
 def unknown_principal(endpoint: Endpoint) -> str:
     """Why the principal id is not known, and how to find it, in sentences a user can act on."""
-    workspace = _workspace(endpoint)
+    workspace = workspace_of(endpoint)
     if _uses_user_identity(endpoint):
         identity = endpoint.user_assigned_identity
-        resource_id = artifacts.identity_resource_id(endpoint, _info(workspace))
+        resource_id = artifacts.identity_resource_id(endpoint, info_for(workspace))
         page = reverse("workspace:identities", args=[endpoint.project.name])
         return (
             f"User-assigned identity {identity.name} has no Azure principal ID in the studio: an Owner sets it on "
@@ -162,10 +144,6 @@ def unknown_principal(endpoint: Endpoint) -> str:
         f"az ml online-endpoint show --name {endpoint.name} --resource-group {workspace.resource_group} "
         f"--workspace-name {workspace.workspace_name} --query identity.principal_id -o tsv"
     )
-
-
-def _info(workspace: AzureWorkspace) -> artifacts.WorkspaceInfo:
-    return artifacts.WorkspaceInfo(workspace.subscription_id, workspace.resource_group, workspace.workspace_name)
 
 
 # --- the Azure CLI commands -------------------------------------------------------------------------------
@@ -230,26 +208,19 @@ def _already_exists(exc: AzureError) -> bool:
     return getattr(exc, "status_code", None) == 409 and getattr(error, "code", "") == "RoleAssignmentExists"
 
 
-def _authorization_client(workspace: AzureWorkspace) -> Any:
-    try:
-        return azure.authorization_client(workspace)
-    except SecretsUnreadable as exc:
-        raise ProviderError(f"The Azure workspace's saved credential cannot be used: {exc}") from exc
-
-
 def grant(endpoint: Endpoint, user: Any) -> list[str]:
     """Make the assignments `required` lists, on Azure, for the endpoint's identity: one line per role saying
     whether it was granted or already present. ProviderError names the operation and gives Azure's message (and
     what was done before it); an unknown principal id is refused with unknown_principal's sentences. Callers
     check that the user may manage access (Action.MANAGE_ACCESS); each grant is audited."""
-    workspace = _workspace(endpoint)
+    workspace = workspace_of(endpoint)
     requirements = required(endpoint)
     if not requirements:
         return []
     principal = principal_id(endpoint)
     if not principal:
         raise ProviderError(unknown_principal(endpoint))
-    client = _authorization_client(workspace)
+    client = signed_in(azure.authorization_client, workspace)
     done: list[str] = []
     for requirement in requirements:
         where = f"{requirement.role} on {requirement.scope}"

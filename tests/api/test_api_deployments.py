@@ -58,6 +58,18 @@ def test_it_creates_a_deployment_and_queues_its_provisioning(ep, flow_version, p
     assert "provisioning is queued" in shown["events"][-1]["message"]
 
 
+def test_a_deployment_made_through_the_api_notifies_its_creator_as_the_wizard_does(ep, flow_version, put, staff):
+    from workspace.models import Notification
+
+    flow_version("web")
+    assert put({"flow": "web:1", "vm_size": "Standard_DS1_v2"}).status_code == 201
+
+    deployment = Deployment.objects.get(name="blue")
+    note = Notification.objects.get(pk=deployment.notification_id)  # the job moves it through its phases
+    assert (note.user, note.title, note.level) == (staff, "Prompt flow deployment", "running")
+    assert (note.body, note.link) == ("Creating ep-one/blue: provisioning started.", "/deployments/ep-one/blue/")
+
+
 @pytest.mark.parametrize("reference", ["web", "web@latest", "azureml:web:2", "azureml:web@latest"])
 def test_it_finds_the_flow_by_name_version_or_latest(ep, flow_version, put, reference):
     flow_version("web")

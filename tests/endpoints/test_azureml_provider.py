@@ -429,3 +429,17 @@ def test_a_custom_environment_is_refused_on_this_machine_and_when_malformed(db, 
         services.create_or_update_deployment(endpoint, "blue", version, user=owner, environment="python:3.11")
     assert refused.value.message_dict["environment"][0].startswith("Environment: azureml:<name>:<version>")
     assert not Deployment.objects.exists()
+
+
+def test_the_pages_name_azure_before_and_after_azure_made_the_endpoint(azure, import_flow, owner, client):
+    client.force_login(owner)
+    endpoint = services.create_endpoint("ep-azure", user=owner, provider=Provider.AZUREML)
+
+    before = client.get(f"/endpoints/{endpoint.name}/").content.decode()
+    assert "known once Azure ML has created the endpoint" in before
+
+    deploy(import_flow, owner)
+    listing = client.get("/deployments/").content.decode()
+    assert "Azure Machine Learning" in listing and "(on Azure ML)" in listing
+    after = client.get("/endpoints/ep-azure/").content.decode()
+    assert "https://ep-azure.eastus2.inference.ml.azure.com/score" in after

@@ -205,6 +205,9 @@ if FLOWDEPLOY_ENTRA_AUTHORITY and not FLOWDEPLOY_ENTRA_AUTHORITY.startswith("htt
     )
 # A CA file to trust for the authority (a provider with a private CA); default: the system's CAs.
 FLOWDEPLOY_ENTRA_CA_BUNDLE = envstr("FLOWDEPLOY_ENTRA_CA_BUNDLE").strip()
+# Project roles from the ID token's app roles or groups, given at each sign-in (docs/sign-in.md): comma-separated
+# <role or group id>=<project>:<owner|contributor|reader>, e.g. "Flowdeploy.Admins=default:owner".
+FLOWDEPLOY_ENTRA_ROLE_MAP = envstr("FLOWDEPLOY_ENTRA_ROLE_MAP").strip()
 # Reverse proxies whose X-Forwarded-For the audit log believes for the caller's address (addresses or networks).
 FLOWDEPLOY_TRUSTED_PROXIES = envlist("FLOWDEPLOY_TRUSTED_PROXIES")
 for _network in FLOWDEPLOY_TRUSTED_PROXIES:

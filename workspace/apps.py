@@ -6,4 +6,4 @@ class WorkspaceConfig(AppConfig):
     verbose_name = "Workspace"
 
     def ready(self) -> None:
-        from workspace import audit  # noqa: F401  (connects the sign-in and sign-out receivers)
+        from workspace import audit, checks  # noqa: F401  (the sign-in receivers; the settings checks)

@@ -8,6 +8,7 @@ does) and finds or creates the local user by the token's object id (`oid`), thro
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,11 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from workspace.models import EntraAccount
+from workspace import audit
+from workspace.access import RANK
+from workspace.models import EntraAccount, Membership, Project, ProjectRole
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com/{tenant}/v2.0"
 HTTP_TIMEOUT = 15
@@ -192,4 +197,47 @@ def user_for(claims: dict[str, Any]) -> Any:
     if not account.user.is_active:
         raise SignInError("This account is deactivated. Ask the site administrator.")
     EntraAccount.objects.filter(pk=account.pk).update(last_sign_in=timezone.now(), tenant_id=tenant_id)
+    grant_claimed_roles(account.user, claims)
     return account.user
+
+
+def role_map(text: str | None = None) -> dict[str, tuple[str, str]]:
+    """FLOWDEPLOY_ENTRA_ROLE_MAP as {claim value: (project, role)}; ValueError naming the entry that is wrong."""
+    text = settings.FLOWDEPLOY_ENTRA_ROLE_MAP if text is None else text
+    mapping = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        value, _, target = entry.partition("=")
+        project, _, role = target.strip().partition(":")
+        if not value.strip() or not project or role not in ProjectRole.values:
+            raise ValueError(
+                f"FLOWDEPLOY_ENTRA_ROLE_MAP: {entry!r} is not <app role or group id>=<project>:<role>, with role one "
+                f"of {', '.join(ProjectRole.values)}."
+            )
+        mapping[value.strip()] = (project, role)
+    return mapping
+
+
+def grant_claimed_roles(user: Any, claims: dict[str, Any]) -> list[str]:
+    """Give `user` the project roles its token's app roles (`roles`) and groups (`groups`) map to: at least that
+    role, never less than an Owner gave. Returns what changed, as "project: role"; each change is audited."""
+    mapping = role_map()
+    claimed = [str(v) for key in ("roles", "groups") for v in (claims.get(key) or []) if str(v) in mapping]
+    wanted: dict[str, str] = {}
+    for value in claimed:
+        project, role = mapping[value]
+        if RANK[role] > RANK.get(wanted.get(project, ""), 0):
+            wanted[project] = role
+    changed = []
+    for name, role in sorted(wanted.items()):
+        project = Project.objects.filter(name=name).first()
+        if project is None:
+            logger.warning("FLOWDEPLOY_ENTRA_ROLE_MAP names project %r, which does not exist", name)
+            continue
+        membership = Membership.objects.filter(user=user, project=project).first()
+        if membership is not None and RANK[membership.role] >= RANK[role]:
+            continue
+        Membership.objects.update_or_create(user=user, project=project, defaults={"role": role})
+        audit.record(user, "member.from_entra", user.username, project=project, role=role)
+        changed.append(f"{name}: {role}")
+    user.__dict__.pop("_project_roles", None)
+    return changed

@@ -206,3 +206,36 @@ def test_it_shows_the_button_when_configured(client, provider):
     html = client.get(reverse("login"), {"next": "/connections/"}).content.decode()
     assert "Sign in with Microsoft" in html and 'name="username"' in html
     assert reverse("workspace:entra_start") + "?next=/connections/" in html.replace("%2F", "/")
+
+
+def test_it_gives_the_project_roles_its_app_roles_and_groups_map_to(client, provider, settings):
+    """FLOWDEPLOY_ENTRA_ROLE_MAP: an app role or group in the token gives at least that role, never less than an
+    Owner gave; unknown values are ignored."""
+    lab = Project.objects.create(name="lab")
+    settings.FLOWDEPLOY_ENTRA_ROLE_MAP = (
+        "Flowdeploy.Admins=default:owner, grp-lab=lab:reader, grp-lab-dev=lab:contributor"
+    )
+    provider.user = {
+        **provider.user,
+        "roles": ["Flowdeploy.Admins", "Other.Role"],
+        "groups": ["grp-lab", "grp-lab-dev"],
+    }
+
+    sign_in(client, provider)
+
+    user = signed_in_user(client)
+    roles = dict(Membership.objects.filter(user=user).values_list("project__name", "role"))
+    assert roles == {"default": "owner", "lab": "contributor"}
+    assert AuditEvent.objects.filter(action="member.from_entra").count() == 2
+    Membership.objects.filter(user=user, project=lab).update(role=ProjectRole.OWNER)  # an Owner raised it
+    client.post(reverse("logout"))
+    sign_in(client, provider)
+    assert Membership.objects.get(user=user, project=lab).role == ProjectRole.OWNER
+
+
+def test_a_malformed_role_map_is_refused_at_start_naming_the_entry(settings):
+    from workspace.checks import entra_role_map
+
+    settings.FLOWDEPLOY_ENTRA_ROLE_MAP = "Flowdeploy.Admins=default:admin"
+    (error,) = entra_role_map()
+    assert "'Flowdeploy.Admins=default:admin' is not <app role or group id>=<project>:<role>" in error.msg

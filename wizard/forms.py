@@ -16,7 +16,7 @@ from endpoints.providers import provider_named
 from endpoints.providers.local import capacity
 from flows.models import FlowVersion
 from monitoring.services import clean_policy as collection_policy
-from workspace import azure
+from workspace import azure, identities
 from workspace.models import ManagedIdentity
 
 HIGH_AVAILABILITY = "For high availability, we recommend that you set the value to at least 3"
@@ -397,6 +397,32 @@ class OutputsForm(StepForm):
 
 
 FORMS = {"basic": BasicForm, "endpoint": EndpointForm, "deployment": DeploymentForm, "outputs": OutputsForm}
+
+
+def identity_warnings(forms: dict[str, StepForm], draft) -> list[str]:
+    """What the endpoint's identity will lack to run this flow here, said before Create rather than at Validating.
+    On Azure ML the identity's rights are Azure RBAC's (the endpoint page lists them)."""
+    if draft_provider(draft) != Provider.LOCAL or not forms["basic"].is_valid():
+        return []
+    endpoint = forms["basic"].endpoint
+    if "endpoint" in forms:
+        endpoint_form = forms["endpoint"]
+        if not endpoint_form.is_valid():
+            return []
+        data = endpoint_form.cleaned_data
+        if data["identity_type"] == IdentityType.SYSTEM and data["enforce_access_to_connection_secrets"]:
+            return []  # granted at creation when the deploying user holds the role (the services say if not)
+        identity = ManagedIdentity.objects.filter(project=endpoint_form.project, name=data["user_assigned_identity"])
+        endpoint = Endpoint(
+            name=forms["basic"].cleaned_data.get("endpoint_name") or "new",
+            project=endpoint_form.project,
+            identity_type=data["identity_type"],
+            user_assigned_identity=identity.first(),
+        )
+    if endpoint is None:
+        return []
+    missing = identities.missing_roles(endpoint, draft.flow_version)
+    return [identities.missing_role_message(endpoint, role, scope) for role, scope in missing]
 
 
 def draft_provider(draft) -> str:

@@ -12,7 +12,15 @@ from endpoints import sizes
 from endpoints.models import Deployment, Endpoint
 from flows.models import Flow, FlowVersion
 from wizard import services as wizard_services
-from wizard.forms import FORMS, all_forms, blank_form, capacity_line, endpoint_name_problem, stored_form
+from wizard.forms import (
+    FORMS,
+    all_forms,
+    blank_form,
+    capacity_line,
+    endpoint_name_problem,
+    identity_warnings,
+    stored_form,
+)
 from wizard.forms import uses_new_endpoint as _new_endpoint
 from wizard.models import STEP_TITLES, STEPS, DeploymentDraft
 from workspace import access, projects
@@ -197,7 +205,7 @@ def _warnings(forms: dict, draft: DeploymentDraft) -> list[str]:
     if count is not None and count < 3:
         warnings.append("For high availability, we recommend that you set the value to at least 3")
     warnings += [str(e) for e in forms["outputs"].connection_errors()]
-    return warnings
+    return warnings + identity_warnings(forms, draft)
 
 
 @login_required

@@ -267,3 +267,18 @@ def test_it_lists_the_flows_to_deploy_when_opened_without_one(deployer_client, f
     assert "<h1>Deploy a flow</h1>" in html
     assert f'name="flow_version" value="{flow_version.pk}"' in html
     assert 'name="endpoint"' not in html
+
+
+def test_review_warns_what_a_user_assigned_identity_lacks_before_create(deployer_client, draft):
+    _basic(deployer_client, draft)
+    ManagedIdentity.objects.create(project=draft.flow_version.flow.project, name="id-bare")
+    deployer_client.post(
+        draft.step_url("endpoint"),
+        {"auth_type": "key", "identity_type": "user_assigned", "user_assigned_identity": "id-bare", "go": "review"},
+    )
+
+    html = deployer_client.get(draft.step_url("review")).content.decode()
+
+    assert "lacks &#x27;AcrPull&#x27; on the environment registry of project &#x27;default&#x27;" in html
+    assert "lacks &#x27;Storage Blob Data Reader&#x27;" in html
+    assert "An Owner can grant it at /projects/default/access/." in html

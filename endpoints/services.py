@@ -115,7 +115,8 @@ def create_endpoint(
         description=description,
         created_by=_user(user),
     )
-    endpoint.set_keys({key: auth.new_key() for key in KEY_NAMES})
+    if provider == Provider.LOCAL:  # Azure ML makes an Azure endpoint's keys (its provider reads them there)
+        endpoint.set_keys({key: auth.new_key() for key in KEY_NAMES})
     try:
         with transaction.atomic():
             problem = endpoint_name_problem(name)  # again, inside the transaction that writes it
@@ -406,11 +407,14 @@ def clean_deployment_settings(
         errors["connection_overrides"] = ["Connection overrides map a flow connection to another one."]
     else:
         used = set(flow_version.connection_names())
+        # Targets are checked where they were given; kept ones (a scale) were checked then, and Validating
+        # checks them again where the deployment runs.
+        given = "connection_overrides" in values
         existing_connections = connection_type_names() if connections is None else connections
         for name, target in overrides.items():
             if name not in used:
                 errors.setdefault("connection_overrides", []).append(f"The flow uses no connection named {name!r}.")
-            elif target not in existing_connections:
+            elif given and target not in existing_connections:
                 errors.setdefault("connection_overrides", []).append(f"There is no connection named {target!r}.")
         data["connection_overrides"] = {k: v for k, v in overrides.items() if v and v != k}
     check("tags", clean_tags)
@@ -507,7 +511,7 @@ def create_or_update_deployment(
     problems = provider.connection_problems(flow_version, data["connection_overrides"], endpoint.project, connections)
     if problems:
         raise ValidationError({"connection_overrides": problems})
-    shortfall = provider_for(endpoint).capacity_problem(data["vm_size"], data["instance_count"], excluding=existing)
+    shortfall = provider.capacity_problem(data["vm_size"], data["instance_count"], excluding=existing)
     if shortfall:
         raise ValidationError({"instance_count": shortfall})
     with transaction.atomic():

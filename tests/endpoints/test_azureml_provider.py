@@ -443,3 +443,16 @@ def test_the_pages_name_azure_before_and_after_azure_made_the_endpoint(azure, im
     assert "Azure Machine Learning" in listing and "(on Azure ML)" in listing
     after = client.get("/endpoints/ep-azure/").content.decode()
     assert "https://ep-azure.eastus2.inference.ml.azure.com/score" in after
+
+
+def test_a_deployment_with_a_workspace_connection_override_scales(azure, import_flow, owner):
+    azure.connections = {"prod-openai": "OpenAI"}
+    overrides = {"open_ai_connection": "prod-openai"}
+    deployment = deploy(import_flow, owner, flow="chat-basic", connection_overrides=overrides)
+
+    scaled = services.scale_deployment(deployment, 2, user=owner)
+    provisioning.provision(scaled.pk)
+
+    scaled.refresh_from_db()
+    assert scaled.state == DeploymentState.SUCCEEDED, scaled.failure_reason
+    assert azure.body("PUT", DEPLOYMENT_PATH)["sku"]["capacity"] == 2

@@ -29,6 +29,7 @@ from endpoints.models import Deployment, IdentityType
 from endpoints.providers.azureml import artifacts
 from endpoints.providers.azureml.artifacts import WorkspaceInfo
 from flows.models import FlowVersion
+from workspace import azure
 from workspace.models import Project
 
 SCHEMAS = {
@@ -49,10 +50,8 @@ class ExportError(Exception):
 
 def workspace_info_for(project: Project) -> WorkspaceInfo | None:
     """The Azure Machine Learning workspace the project is connected to, if any."""
-    azure = getattr(project, "azure_workspace", None)  # its DoesNotExist is an AttributeError too
-    if azure is None:
-        return None
-    return WorkspaceInfo(azure.subscription_id, azure.resource_group, azure.workspace_name)
+    workspace = azure.project_workspace(project)
+    return WorkspaceInfo.of(workspace) if workspace is not None else None
 
 
 def export_filename(deployment: Deployment) -> str:
@@ -162,11 +161,12 @@ def readme(deployment: Deployment, model: Any, environment: Any, workspace: Work
 
 
 def _before_you_start(deployment: Deployment, workspace: WorkspaceInfo | None) -> str:
+    names = workspace or artifacts.PLACEHOLDERS
     lines = [
         "## Before you start\n",
         "- The Azure CLI with its `ml` extension: `az extension add --name ml`.",
-        f"- Your workspace as the default: `az configure --defaults group={_resource_group(workspace)} "
-        f"workspace={_workspace_name(workspace)}`.",
+        f"- Your workspace as the default: `az configure --defaults group={names.resource_group} "
+        f"workspace={names.workspace_name}`.",
     ]
     if workspace is None:
         files = ["`deployment.yml` (`PRT_CONFIG_OVERRIDE`)"]
@@ -215,10 +215,7 @@ def _commands(deployment: Deployment, workspace: WorkspaceInfo | None) -> str:
         "az ml online-endpoint create --file endpoint.yml",
     ]
     if endpoint.identity_type == IdentityType.SYSTEM and deployment.flow_version.connections:
-        workspace_id = (
-            f"/subscriptions/{_subscription(workspace)}/resourceGroups/{_resource_group(workspace)}"
-            f"/providers/Microsoft.MachineLearningServices/workspaces/{_workspace_name(workspace)}"
-        )
+        workspace_id = (workspace or artifacts.PLACEHOLDERS).arm_id
         commands += [
             f"principal=$(az ml online-endpoint show --name {endpoint.name} --query identity.principal_id -o tsv)",
             f'az role assignment create --assignee-object-id "$principal" --assignee-principal-type ServicePrincipal '
@@ -241,15 +238,3 @@ def _commands(deployment: Deployment, workspace: WorkspaceInfo | None) -> str:
         "--request-file request.json\n```\n"
     )
     return text
-
-
-def _subscription(workspace: WorkspaceInfo | None) -> str:
-    return (workspace or artifacts.PLACEHOLDERS).subscription_id
-
-
-def _resource_group(workspace: WorkspaceInfo | None) -> str:
-    return (workspace or artifacts.PLACEHOLDERS).resource_group
-
-
-def _workspace_name(workspace: WorkspaceInfo | None) -> str:
-    return (workspace or artifacts.PLACEHOLDERS).workspace_name

@@ -39,6 +39,7 @@ from endpoints.models import (
 )
 from endpoints.providers import provider_for
 from endpoints.providers.local import instances as local_instances
+from endpoints.services import NOTIFICATION_TITLE
 from workspace import notifications
 from workspace.models import Notification
 
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 # How long a deletion waits in its worker for a provisioning job to hand over before it tries again later.
 HANDOVER_WAIT = 30.0
-NOTIFICATION_TITLE = "Prompt flow deployment"
 
 
 def stale_after() -> timedelta:

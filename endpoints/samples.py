@@ -66,10 +66,6 @@ def _is_chat_history(flow_version: FlowVersion, name: str, spec: dict) -> bool:
     return name == "chat_history" and spec.get("type") == "list"
 
 
-def scoring_url(endpoint: Endpoint) -> str:
-    return endpoint.scoring_uri
-
-
 def credential_placeholder(endpoint: Endpoint) -> str:
     """What the samples send until the user fills in a key (or a token, for a token-based endpoint)."""
     return TOKEN_PLACEHOLDER if endpoint.auth_type == AuthType.TOKEN else KEY_PLACEHOLDER
@@ -83,7 +79,7 @@ def credential_env(endpoint: Endpoint) -> str:
 def render_samples(endpoint: Endpoint, deployment: Deployment, flow_version: FlowVersion) -> list[Sample]:
     """One sample per language, in the order the Consume tab shows them."""
     body = example_inputs(flow_version)
-    url = scoring_url(endpoint)
+    url = endpoint.scoring_uri
     token = endpoint.auth_type == AuthType.TOKEN
     placeholder = credential_placeholder(endpoint)
     comments = {  # plain text for one-line comments

@@ -22,6 +22,7 @@ from django.conf import settings
 
 from endpoints import services
 from endpoints.models import AuthType, Endpoint, Provider
+from endpoints.providers.azureml import AZURE_MAX_REQUEST_TIMEOUT_MS
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 REQUEST_ID_HEADER = "x-request-id"
@@ -105,9 +106,7 @@ def timeout_seconds(endpoint: Endpoint, deployment_name: str | None = None) -> f
         deployments = deployments.filter(name=deployment_name)
     longest = max(deployments.values_list("request_timeout_ms", flat=True), default=DEFAULT_TIMEOUT_MS)
     if endpoint.provider == Provider.AZUREML:
-        from endpoints.providers.azureml.artifacts import MAX_REQUEST_TIMEOUT_MS
-
-        longest = min(longest, MAX_REQUEST_TIMEOUT_MS)
+        longest = min(longest, AZURE_MAX_REQUEST_TIMEOUT_MS)
     return longest / 1000 + TIMEOUT_MARGIN_S
 
 
@@ -123,18 +122,11 @@ def client() -> httpx.Client:
     return _client
 
 
-def scoring_url(endpoint: Endpoint) -> str:
-    return endpoint.scoring_uri
-
-
 class Scorer(NamedTuple):
     """Who scores the endpoint, as its error messages name it: briefly, and with where it was asked."""
 
     name: str
     where: str
-
-
-GATEWAY = Scorer("The scoring gateway", "The scoring gateway")
 
 
 def scorer(endpoint: Endpoint) -> Scorer:
@@ -159,7 +151,7 @@ def score(endpoint: Endpoint, body: object, deployment_name: str | None = None) 
     refused = not_scorable(endpoint)
     if refused is not None:
         return refused
-    url, timeout = scoring_url(endpoint), timeout_seconds(endpoint, deployment_name)
+    url, timeout = endpoint.scoring_uri, timeout_seconds(endpoint, deployment_name)
     request_headers = headers(endpoint, deployment_name)
     started = time.monotonic()
     try:
@@ -183,7 +175,7 @@ def stream(endpoint: Endpoint, body: object, deployment_name: str | None = None)
     if refused is not None:
         return ScoreStream("", "", {}, 0.0, scorer(endpoint), refused=refused)
     return ScoreStream(
-        scoring_url(endpoint),
+        endpoint.scoring_uri,
         json.dumps(body),
         headers(endpoint, deployment_name, stream=True),
         timeout_seconds(endpoint, deployment_name),
@@ -202,7 +194,7 @@ class ScoreStream:
     content: str
     headers: dict[str, str]
     timeout: float
-    scorer: Scorer = GATEWAY
+    scorer: Scorer
     refused: ScoreResult | None = None  # the answer without a request, when the endpoint cannot be asked
     result: ScoreResult | None = field(default=None, init=False)
 

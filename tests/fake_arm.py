@@ -1313,7 +1313,9 @@ def connect_project(project: Any = None) -> Any:
 def azure(fake_azure: FakeArm, monkeypatch: pytest.MonkeyPatch, db: None) -> FakeArm:
     """The default project connected to the fake's workspace; every client the studio builds talks to the fake."""
     import workspace.azure
+    from endpoints.providers.azureml.provider import credentials
 
     connect_project()
     monkeypatch.setattr(workspace.azure, "client_options", {"transport": fake_azure, "credential": FakeCredential()})
+    credentials.clear()  # keys another test's fake issued are not this one's
     return fake_azure

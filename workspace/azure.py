@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 client_options: dict[str, Any] = {}
 
 ARM_SCOPE = "https://management.azure.com/.default"
-AZURE_PROVIDER = "azureml"  # Endpoint.provider of endpoints that run on Azure Machine Learning
 
 # Test connection answers a person waiting on the page: fail in seconds rather than retry for minutes.
 CHECK_OPTIONS = {"retry_total": 1, "connection_timeout": 10, "read_timeout": 30}
@@ -256,7 +255,10 @@ def connect(project: Project, settings: WorkspaceSettings, *, user: Any = None) 
 
 def endpoints_on_azure(project: Project) -> list[str]:
     """Names of the project's endpoints that run on Azure Machine Learning."""
-    return list(project.endpoints.filter(provider=AZURE_PROVIDER).order_by("name").values_list("name", flat=True))
+    from endpoints.models import Provider  # endpoints depends on workspace, not the other way at import time
+
+    azure_endpoints = project.endpoints.filter(provider=Provider.AZUREML).order_by("name")
+    return list(azure_endpoints.values_list("name", flat=True))
 
 
 def disconnect(workspace: AzureWorkspace, *, user: Any = None) -> None:

@@ -3,7 +3,8 @@
 (() => {
   async function keyText(url) {
     const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/plain" } });
-    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    // A refusal's text says why (an Azure ML endpoint: Azure's own message).
+    if (!response.ok) throw new Error((await response.text()) || `${response.status} ${response.statusText}`);
     return response.text();
   }
 
@@ -30,6 +31,7 @@
       flash(button, "Copied");
     } catch (error) {
       console.error("copy failed", error);
+      button.title = error.message;
       flash(button, "Copy failed");
     }
   }

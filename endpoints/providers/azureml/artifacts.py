@@ -39,12 +39,14 @@ from azure.ai.ml.entities import (
 from endpoints import sizes
 from endpoints.environment_variables import name_problem
 from endpoints.models import IdentityType
+from endpoints.providers.azureml import AZURE_MAX_REQUEST_TIMEOUT_MS
 from runtime.environments import BASE_REQUIREMENTS, layer_requirements
 from runtime.requirements_policy import base_pins
 
 if TYPE_CHECKING:
     from endpoints.models import Deployment, Endpoint
     from flows.models import FlowVersion
+    from workspace.models import AzureWorkspace
 
 PORT = 8080
 INFERENCE_CONFIG = {
@@ -52,7 +54,7 @@ INFERENCE_CONFIG = {
     "readiness_route": {"path": "/health", "port": PORT},
     "scoring_route": {"path": "/score", "port": PORT},
 }
-MAX_REQUEST_TIMEOUT_MS = 300_000  # Azure's ceiling for a managed online deployment
+MAX_REQUEST_TIMEOUT_MS = AZURE_MAX_REQUEST_TIMEOUT_MS
 PROBE = {"initial_delay": 10, "period": 10, "timeout": 10, "failure_threshold": 30}
 BASE_IMAGE = "python:3.11-slim"
 # The app and extension Azure's prompt flow images start (extension_type='azureml': workspace connections, MI).
@@ -70,6 +72,18 @@ class WorkspaceInfo:
     subscription_id: str
     resource_group: str
     workspace_name: str
+
+    @classmethod
+    def of(cls, workspace: AzureWorkspace) -> WorkspaceInfo:
+        """The names of a project's connected workspace (workspace.models.AzureWorkspace)."""
+        return cls(workspace.subscription_id, workspace.resource_group, workspace.workspace_name)
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
+        )
 
 
 # What an export without a workspace writes, for the user to replace (the README says where).

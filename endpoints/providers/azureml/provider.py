@@ -10,11 +10,13 @@ hashed) and finds what the previous run made.
 from __future__ import annotations
 
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.core.polling import LROPoller
 
 from django.db import transaction
@@ -88,12 +90,44 @@ def signed_in(make_client: Callable[[AzureWorkspace], Any], workspace: AzureWork
         raise ProviderError(f"The Azure workspace's saved credential cannot be used: {exc}") from exc
 
 
-def client_for(endpoint: Endpoint):
-    return signed_in(azure.ml_client, workspace_of(endpoint))
+class Credentials:
+    """Keys and tokens read from Azure, kept briefly in this process: the Test tab and the API's invoke score
+    with them on every request, and reading them costs two calls to Azure. A regeneration from the studio
+    forgets them at once; one made in Azure's portal is seen within KEYS_TTL seconds."""
+
+    KEYS_TTL = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, tuple[float, dict]] = {}
+
+    @staticmethod
+    def key(endpoint: Endpoint, kind: str) -> tuple:
+        return (kind, endpoint.pk, endpoint.created_at)  # a re-created endpoint of the same name is another
+
+    def get(self, endpoint: Endpoint, kind: str, fetch: Callable[[], tuple[dict, float]]) -> dict:
+        """The cached value, or fetch() -> (value, seconds it may be kept)."""
+        key, now = self.key(endpoint, kind), time.monotonic()
+        with self._lock:
+            found = self._entries.get(key)
+        if found is not None and found[0] > now:
+            return found[1]
+        value, ttl = fetch()
+        with self._lock:
+            self._entries[key] = (now + ttl, value)
+        return value
+
+    def forget(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            for kind in ("keys", "token"):
+                self._entries.pop(self.key(endpoint, kind), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
-def info_for(workspace: AzureWorkspace) -> artifacts.WorkspaceInfo:
-    return artifacts.WorkspaceInfo(workspace.subscription_id, workspace.resource_group, workspace.workspace_name)
+credentials = Credentials()
 
 
 def wait(poller: LROPoller, check: Callable[[], None], operation: str) -> Any:
@@ -103,19 +137,35 @@ def wait(poller: LROPoller, check: Callable[[], None], operation: str) -> Any:
             check()
             poller.wait(POLL_SECONDS)
         return poller.result()
-    except HttpResponseError as exc:
+    except AzureError as exc:
         raise AzureFailed(operation, exc) from exc
 
 
-def _get_or_none(get: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _get_or_none(operation: str, get: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """What Azure has, None when it has nothing of that name, AzureFailed naming `operation` for any refusal."""
     try:
         return get(*args, **kwargs)
     except ResourceNotFoundError:
         return None
+    except AzureError as exc:
+        raise AzureFailed(operation, exc) from exc
 
 
 class AzureMLProvider(Provider):
+    """One instance serves one job or request: it signs in once per workspace (its MLClient keeps the token)."""
+
     name = "azureml"
+
+    def __init__(self) -> None:
+        self._clients: dict[int, Any] = {}
+
+    def client(self, endpoint: Endpoint) -> Any:
+        return self._client_of(workspace_of(endpoint))
+
+    def _client_of(self, workspace: AzureWorkspace) -> Any:
+        if workspace.pk not in self._clients:
+            self._clients[workspace.pk] = signed_in(azure.ml_client, workspace)
+        return self._clients[workspace.pk]
 
     def capacity_problem(self, vm_size: str, instance_count: int, excluding: Deployment | None = None) -> str:
         return ""  # Azure checks the subscription's quota itself; its refusal is shown as it words it
@@ -136,8 +186,8 @@ class AzureMLProvider(Provider):
         if workspace is None:
             return {}
         try:
-            found = list(azure.ml_client(workspace).connections.list())
-        except (HttpResponseError, SecretsUnreadable) as exc:
+            found = list(self._client_of(workspace).connections.list())
+        except AzureError as exc:
             raise AzureFailed(f"Listing the connections of Azure ML workspace {workspace.workspace_name}", exc) from exc
         return {connection.name: promptflow_type(connection.type) for connection in found}
 
@@ -161,7 +211,7 @@ class AzureMLProvider(Provider):
 
     def build_environment(self, job: Job):
         deployment = job.deployment
-        client = client_for(deployment.endpoint)
+        client = self.client(deployment.endpoint)
         if deployment.environment:
             return self._custom_environment(job, client)
         with tempfile.TemporaryDirectory(prefix="flowdeploy-azure-env-") as folder:
@@ -173,12 +223,17 @@ class AzureMLProvider(Provider):
                 "context (python, the pinned flow runtime, the flow's requirements.txt); Azure builds its image "
                 "when the deployment first needs it.",
             )
-            found = self._find(client.environments.get, environment.name, environment.version, "Getting environment")
+            found = _get_or_none(
+                f"Getting environment {environment.name}:{environment.version}",
+                client.environments.get,
+                name=environment.name,
+                version=environment.version,
+            )
             if found is not None:
                 return found
             try:
                 return client.environments.create_or_update(environment)
-            except HttpResponseError as exc:
+            except AzureError as exc:
                 raise AzureFailed(f"Registering environment {environment.name}:{environment.version}", exc) from exc
 
     def _custom_environment(self, job: Job, client) -> str:
@@ -197,7 +252,7 @@ class AzureMLProvider(Provider):
                 f"Environment {reference} is not in Azure ML workspace {workspace}. Register it there first "
                 "(az ml environment create), or leave Environment empty."
             ) from None
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(f"Getting environment {reference}", exc) from exc
         return found.id or reference
 
@@ -211,27 +266,22 @@ class AzureMLProvider(Provider):
             f"Registering flow {version.flow.name}, version {version.version} ({version.short_hash}) as model "
             f"{model.name}:{model.version} on Azure ML.",
         )
-        client = client_for(job.deployment.endpoint)
-        found = self._find(client.models.get, model.name, model.version, "Getting model")
+        client = self.client(job.deployment.endpoint)
+        found = _get_or_none(
+            f"Getting model {model.name}:{model.version}", client.models.get, name=model.name, version=model.version
+        )
         if found is not None:
             return found
         try:
             return client.models.create_or_update(model)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(f"Registering model {model.name}:{model.version}", exc) from exc
-
-    @staticmethod
-    def _find(get: Callable[..., Any], name: str, version: str, operation: str) -> Any:
-        try:
-            return _get_or_none(get, name=name, version=version)
-        except HttpResponseError as exc:
-            raise AzureFailed(f"{operation} {name}:{version}", exc) from exc
 
     def create_deployment(self, job: Job, environment, model) -> LROPoller:
         deployment = job.deployment
         endpoint = deployment.endpoint
-        client = client_for(endpoint)
-        info = info_for(workspace_of(endpoint))
+        client = self.client(endpoint)
+        info = artifacts.WorkspaceInfo.of(workspace_of(endpoint))
         job.advance(
             Phase.CREATING_DEPLOYMENT,
             f"Creating deployment {deployment.name} on Azure ML: {deployment.instance_count} x {deployment.vm_size}.",
@@ -241,18 +291,18 @@ class AzureMLProvider(Provider):
         entity = artifacts.deployment_for(deployment, model, environment, info, client_id)
         try:
             return client.online_deployments.begin_create_or_update(entity)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(f"Creating deployment {deployment.name}", exc) from exc
 
     def _ensure_endpoint(self, job: Job, client, info: artifacts.WorkspaceInfo) -> None:
         endpoint = job.deployment.endpoint
-        found = _get_or_none(client.online_endpoints.get, endpoint.name)
+        found = _get_or_none(f"Getting endpoint {endpoint.name}", client.online_endpoints.get, endpoint.name)
         if found is None or found.provisioning_state == "Failed":
             job.deployment.event(f"Creating endpoint {endpoint.name} on Azure ML.")
             entity = artifacts.endpoint_for(endpoint, artifacts.identity_resource_id(endpoint, info))
             try:
                 poller = client.online_endpoints.begin_create_or_update(entity)
-            except HttpResponseError as exc:
+            except AzureError as exc:
                 raise AzureFailed(f"Creating endpoint {endpoint.name}", exc) from exc
             found = wait(poller, lambda: job.check(every=1.0), f"Creating endpoint {endpoint.name}")
         Endpoint.objects.filter(pk=endpoint.pk).update(
@@ -275,11 +325,11 @@ class AzureMLProvider(Provider):
         self._set_traffic(deployment.endpoint, lambda: job.check(every=1.0))
 
     def _set_traffic(self, endpoint: Endpoint, check: Callable[[], None]) -> None:
-        client = client_for(endpoint)
+        client = self.client(endpoint)
         operation = f"Setting the traffic of endpoint {endpoint.name}"
         try:
             remote = client.online_endpoints.get(endpoint.name)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(operation, exc) from exc
         traffic = artifacts.traffic_for(endpoint)
         if (dict(remote.traffic or {}), dict(remote.mirror_traffic or {})) == tuple(traffic):
@@ -287,7 +337,7 @@ class AzureMLProvider(Provider):
         remote.traffic, remote.mirror_traffic = traffic.traffic, traffic.mirror_traffic
         try:
             poller = client.online_endpoints.begin_create_or_update(remote)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(operation, exc) from exc
         wait(poller, check, operation)
 
@@ -300,31 +350,35 @@ class AzureMLProvider(Provider):
 
     def remove_deployment(self, deployment: Deployment, keep: Callable[[], None], progress: Progress) -> None:
         endpoint = deployment.endpoint
-        client = client_for(endpoint)
+        client = self.client(endpoint)
         progress(f"Deleting {deployment} on Azure ML.")
         endpoint.refresh_from_db()
-        if deployment.live_generation and _get_or_none(client.online_endpoints.get, endpoint.name) is not None:
+        if (
+            deployment.live_generation
+            and _get_or_none(f"Getting endpoint {endpoint.name}", client.online_endpoints.get, endpoint.name)
+            is not None
+        ):
             self._set_traffic(endpoint, keep)  # Azure refuses to delete a deployment that has traffic
         operation = f"Deleting deployment {deployment.name}"
         try:
             poller = client.online_deployments.begin_delete(name=deployment.name, endpoint_name=endpoint.name)
         except ResourceNotFoundError:
             return  # already gone: a deletion run again
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(operation, exc) from exc
         _wait_deleted(poller, keep, operation)
 
     def remove_endpoint(
         self, endpoint: Endpoint, deployments: list[Deployment], keep: Callable[[], None], progress: Progress
     ) -> None:
-        client = client_for(endpoint)
+        client = self.client(endpoint)
         progress(f"Deleting endpoint {endpoint.name} and its {len(deployments)} deployment(s) on Azure ML.")
         operation = f"Deleting endpoint {endpoint.name}"
         try:
             poller = client.online_endpoints.begin_delete(name=endpoint.name)
         except ResourceNotFoundError:
             return
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(operation, exc) from exc
         _wait_deleted(poller, keep, operation)
 
@@ -357,48 +411,62 @@ class AzureMLProvider(Provider):
     # --- keys, tokens and logs ---------------------------------------------------------------
 
     def keys(self, endpoint: Endpoint) -> dict[str, str]:
-        try:
-            found = client_for(endpoint).online_endpoints.get_keys(endpoint.name)
-        except HttpResponseError as exc:
-            raise AzureFailed(f"Getting the keys of endpoint {endpoint.name}", exc) from exc
-        return {"primary": found.primary_key or "", "secondary": found.secondary_key or ""}
+        def fetch() -> tuple[dict, float]:
+            try:
+                found = self.client(endpoint).online_endpoints.get_keys(endpoint.name)
+            except AzureError as exc:
+                raise AzureFailed(f"Getting the keys of endpoint {endpoint.name}", exc) from exc
+            return {"primary": found.primary_key or "", "secondary": found.secondary_key or ""}, credentials.KEYS_TTL
+
+        return credentials.get(endpoint, "keys", fetch)
 
     def regenerate_key(self, endpoint: Endpoint, which: str) -> None:
         operation = f"Regenerating the {which} key of endpoint {endpoint.name}"
-        client = client_for(endpoint)
+        client = self.client(endpoint)
         try:
             poller = client.online_endpoints.begin_regenerate_keys(endpoint.name, key_type=which)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(operation, exc) from exc
+        credentials.forget(endpoint)
         wait(poller, lambda: None, operation)
+        credentials.forget(endpoint)  # a read between the two saw the old key
 
     def token(self, endpoint: Endpoint) -> dict:
-        try:
-            found = client_for(endpoint).online_endpoints.get_keys(endpoint.name)
-        except HttpResponseError as exc:
-            raise AzureFailed(f"Getting a token for endpoint {endpoint.name}", exc) from exc
-        return {
-            "accessToken": found.access_token,
-            "tokenType": found.token_type or "Bearer",
-            "expiryTimeUtc": found.expiry_time_utc,
-            "refreshAfterTimeUtc": found.refresh_after_time_utc,
-        }
+        """A token, reused until Azure says to refresh it (at most KEYS_TTL when it does not say)."""
+
+        def fetch() -> tuple[dict, float]:
+            try:
+                found = self.client(endpoint).online_endpoints.get_keys(endpoint.name)
+            except AzureError as exc:
+                raise AzureFailed(f"Getting a token for endpoint {endpoint.name}", exc) from exc
+            refresh = found.refresh_after_time_utc
+            keep = refresh - time.time() if isinstance(refresh, int | float) else credentials.KEYS_TTL
+            token = {
+                "accessToken": found.access_token,
+                "tokenType": found.token_type or "Bearer",
+                "expiryTimeUtc": found.expiry_time_utc,
+                "refreshAfterTimeUtc": refresh,
+            }
+            return token, max(0.0, keep)
+
+        return credentials.get(endpoint, "token", fetch)
 
     def logs(self, deployment: Deployment, lines: int, container: str = "inference-server") -> str:
         if container not in CONTAINER_TYPES:
             raise ValueError(f"Container: one of {', '.join(CONTAINER_TYPES)}, not {container!r}.")
-        client = client_for(deployment.endpoint)
+        client = self.client(deployment.endpoint)
         try:
             return client.online_deployments.get_logs(
                 name=deployment.name, endpoint_name=deployment.endpoint.name, lines=lines, container_type=container
             )
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise AzureFailed(f"Getting the logs of {deployment}", exc) from exc
 
     def remote_state(self, deployment: Deployment) -> str:
         """What Azure says of the deployment now (Creating, Succeeded, Failed...), or "" when it has none."""
         found = _get_or_none(
-            client_for(deployment.endpoint).online_deployments.get,
+            f"Getting deployment {deployment}",
+            self.client(deployment.endpoint).online_deployments.get,
             name=deployment.name,
             endpoint_name=deployment.endpoint.name,
         )

@@ -27,7 +27,7 @@ from django.urls import reverse
 from endpoints.models import IdentityType
 from endpoints.providers import ProviderError
 from endpoints.providers.azureml import artifacts
-from endpoints.providers.azureml.provider import AzureFailed, info_for, signed_in, workspace_of
+from endpoints.providers.azureml.provider import AzureFailed, signed_in, workspace_of
 from workspace import audit, azure
 from workspace.models import ROLE_IDS, BuiltInRole
 
@@ -131,7 +131,7 @@ def unknown_principal(endpoint: Endpoint) -> str:
     workspace = workspace_of(endpoint)
     if _uses_user_identity(endpoint):
         identity = endpoint.user_assigned_identity
-        resource_id = artifacts.identity_resource_id(endpoint, info_for(workspace))
+        resource_id = artifacts.identity_resource_id(endpoint, artifacts.WorkspaceInfo.of(workspace))
         page = reverse("workspace:identities", args=[endpoint.project.name])
         return (
             f"User-assigned identity {identity.name} has no Azure principal ID in the studio: an Owner sets it on "
